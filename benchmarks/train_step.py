@@ -1,0 +1,93 @@
+"""Time one training step: Pyro SVI (Trace_ELBO and TraceMeanField_ELBO) vs the same -ELBO as a
+plain-torch loss on the same networks, optimizer and batch. Prints a Markdown table.
+
+    python benchmarks/train_step.py --presets tiny smmnist-cpu --repeats 20
+    python benchmarks/train_step.py --presets smmnist --device cuda   # reference size, on a GPU
+
+The three variants run interleaved, round-robin, so machine noise hits them alike; the ratio
+column (Pyro time / plain-torch time) is the Pyro overhead.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import pyro
+import torch
+from pyro.infer import SVI
+
+from svg_pyro.build import build_model, resolve_device
+from svg_pyro.config import preset
+from svg_pyro.datasets import make_datasets, training_batch
+from svg_pyro.objective import make_elbo, plain_negative_elbo
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench(name: str, device: torch.device, repeats: int, warmup: int, batch_size: int | None):
+    config = preset(name, **({"batch_size": batch_size} if batch_size else {}))
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    svg, guide = build_model(config)
+    svg.to(device).train()
+    guide.to(device).train()
+    train_set, _ = make_datasets(config)
+    batch = training_batch(train_set, 0, 0, config.batch_size).to(device)
+
+    optim = pyro.optim.Adam({"lr": config.lr})
+    svis = {e: SVI(svg.model, guide, optim, make_elbo(e)) for e in ("trace", "meanfield")}
+    params = list(svg.parameters()) + list(guide.parameters())
+    torch_opt = torch.optim.Adam(params, lr=config.lr)
+
+    def pyro_step(elbo):
+        with svg.share_encodings():
+            svis[elbo].step(batch, config.n_past)
+
+    def torch_step():
+        torch_opt.zero_grad()
+        plain_negative_elbo(svg, guide, batch, config.n_past).backward()
+        torch_opt.step()
+
+    steps = {"plain torch": torch_step, "Trace_ELBO": lambda: pyro_step("trace"),
+             "TraceMeanField_ELBO": lambda: pyro_step("meanfield")}
+    times = {k: [] for k in steps}
+    for i in range(warmup + repeats):
+        for label, fn in steps.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            if i >= warmup:
+                times[label].append(time.perf_counter() - t0)
+    base = statistics.median(times["plain torch"])
+    frames = config.batch_size * config.frames_per_video
+    params_m = sum(p.numel() for p in params) / 1e6
+    for label, ts in times.items():
+        med = statistics.median(ts)
+        print(f"| {name} | {params_m:.2f} M | {config.batch_size} | {label} | {med * 1e3:.1f} | "
+              f"{frames / med:.0f} | {med / base:.3f} |", flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", nargs="+", default=["tiny", "smmnist-cpu"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--batch-size", type=int, help="override the presets' batch size")
+    args = p.parse_args()
+    device = resolve_device(args.device)
+    print(f"device: {device}, torch {torch.__version__}, pyro {pyro.__version__}, "
+          f"threads {torch.get_num_threads()}")
+    print("| preset | params | batch | step | ms/step (median) | frames/s | x plain torch |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.presets:
+        bench(name, device, args.repeats, args.warmup, args.batch_size)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The amortized recurrent posterior q_phi(z_t | x_{1:t}) of SVG."""
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+from pyro import poutine
+from torch import nn
+
+from svg_pyro.networks import GaussianLSTM
+
+
+class RecurrentPosterior(nn.Module):
+    """z_t ~ N(mu_t, sigma_t) from a Gaussian LSTM run over Enc(x_1), ..., Enc(x_t).
+
+    The frame encoder is the model's own (``svg.encode``); its parameters are registered by the
+    model, so only the posterior LSTM is registered here. It samples z_t for every observed step
+    t = 1..T_obs-1; later steps are left to the model's prior (generation).
+    """
+
+    def __init__(self, svg, rnn_size: int, layers: int):
+        super().__init__()
+        self.net = GaussianLSTM(svg.g_dim, svg.z_dim, rnn_size, layers)
+        self.encode = svg.encode  # a bound method, not a submodule: no duplicated parameters
+        self.kl_weight = svg.kl_weight
+
+    def forward(self, videos, n_past: int, n_frames: int | None = None):
+        pyro.module("posterior", self)
+        h, _ = self.encode(videos)
+        with pyro.plate("videos", videos.shape[0], dim=-1):
+            state = None
+            for t in pyro.markov(range(1, videos.shape[1])):
+                mu, sigma, state = self.net(h[:, t], state)
+                with poutine.scale(scale=self.kl_weight):
+                    pyro.sample(f"z_{t}", dist.Normal(mu, sigma).to_event(1))
+
+
+def empty_guide(videos, n_past: int, n_frames: int | None = None):
+    """Guide of the deterministic baseline, which has no latent variables."""

@@ -1,0 +1,124 @@
+"""SVG (Denton & Fergus 2018) as a Pyro model.
+
+For frames x_0..x_{T-1} and each step t = 1..T-1, with h_{t-1} = Enc(x_{t-1}):
+
+    z_t ~ prior(z_t | x_{1:t-1})            site "z_{t}" (absent in the deterministic baseline)
+    g_t = LSTM_theta([h_{t-1}, z_t])
+    x_t ~ N(Dec(g_t, skips), sigma^2 I)     site "x_{t}", observed when the frame is given
+
+Skips come from the last conditioning frame, x_{min(t-1, n_past-1)}: the paper's choice (the
+reference code uses x_{n_past-2}, an off-by-one). Given fewer observed frames than ``n_frames``,
+the model generates the rest, feeding its mean prediction back (as the reference generator does).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from torch import nn
+
+from svg_pyro.datasets import check_video_shape
+from svg_pyro.networks import LSTM, Decoder, Encoder, init_weights
+
+
+def broadcast_cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Concatenate on the last dim after broadcasting the leading (sample, batch) dims."""
+    lead = torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
+    return torch.cat([a.expand(*lead, -1), b.expand(*lead, -1)], dim=-1)
+
+
+class SVG(nn.Module):
+    def __init__(self, encoder: Encoder, decoder: Decoder, predictor: LSTM, prior: nn.Module | None,
+                 frame_shape: tuple[int, int, int], obs_scale: float, kl_weight: float = 1.0):
+        super().__init__()
+        self.encoder, self.decoder, self.predictor, self.prior = encoder, decoder, predictor, prior
+        self.frame_shape = tuple(frame_shape)
+        self.obs_scale = float(obs_scale)
+        self.kl_weight = float(kl_weight)
+        self._encodings = None  # cache, alive only inside share_encodings()
+
+    @classmethod
+    def from_config(cls, config) -> "SVG":
+        from models.priors import FixedPrior, LearnedPrior
+
+        c = config
+        encoder = Encoder(c.arch, c.channels, c.g_dim, c.width, c.image_size)
+        decoder = Decoder(c.arch, c.channels, c.g_dim, c.width, c.image_size)
+        if c.model == "det":
+            prior, z_dim = None, 0
+        elif c.model == "svg-fp":
+            prior, z_dim = FixedPrior(c.z_dim), c.z_dim
+        else:
+            prior, z_dim = LearnedPrior(c.g_dim, c.z_dim, c.rnn_size, c.prior_layers), c.z_dim
+        predictor = LSTM(c.g_dim + z_dim, c.g_dim, c.rnn_size, c.predictor_layers)
+        svg = cls(encoder, decoder, predictor, prior, (c.channels, c.image_size, c.image_size),
+                  c.likelihood_scale, c.kl_weight)
+        svg.apply(init_weights)
+        return svg
+
+    @property
+    def z_dim(self) -> int:
+        return 0 if self.prior is None else self.prior.z_dim
+
+    @property
+    def g_dim(self) -> int:
+        return self.encoder.head[0].out_channels
+
+    # -- encodings ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def share_encodings(self):
+        """Encode each batch once for model and guide (they see the same frames) within a step."""
+        self._encodings = {}
+        try:
+            yield
+        finally:
+            self._encodings = None
+
+    def encode(self, videos: torch.Tensor):
+        """Enc of every frame: h (..., T, g_dim) and the skips (..., T, c, h, w)."""
+        key = (id(videos), videos._version)
+        if self._encodings is not None and key in self._encodings:
+            return self._encodings[key]
+        out = self.encoder(videos)
+        if self._encodings is not None:
+            self._encodings[key] = out
+        return out
+
+    # -- the Pyro model ---------------------------------------------------------------------------
+
+    def model(self, videos: torch.Tensor, n_past: int, n_frames: int | None = None):
+        """videos: (B, T_obs, C, H, W) observed frames; returns the predicted means (B, T-1, C, H, W)
+        of x_1..x_{T-1}, with T = ``n_frames`` (default T_obs)."""
+        check_video_shape(videos, self.frame_shape)
+        batch, observed = videos.shape[0], videos.shape[1]
+        total = observed if n_frames is None else n_frames
+        if not 1 <= n_past <= observed <= total:
+            raise ValueError(f"need 1 <= n_past ({n_past}) <= observed frames ({observed}) "
+                             f"<= n_frames ({total})")
+        pyro.module("svg", self)
+        h_obs, skips_obs = self.encode(videos)
+        predictions = []
+        with pyro.plate("videos", batch, dim=-1):
+            prior_state = predictor_state = None
+            h_prev = h_obs[:, 0]
+            for t in pyro.markov(range(1, total)):
+                if self.prior is None:
+                    predictor_input = h_prev
+                else:
+                    prior, prior_state = self.prior(h_prev, prior_state)
+                    with poutine.scale(scale=self.kl_weight):
+                        z = pyro.sample(f"z_{t}", prior)
+                    predictor_input = broadcast_cat(h_prev, z)
+                g, predictor_state = self.predictor(predictor_input, predictor_state)
+                skip_frame = min(t - 1, n_past - 1)
+                x_hat = self.decoder(g, [s[:, skip_frame] for s in skips_obs])
+                frame = videos[:, t] if t < observed else None
+                pyro.sample(f"x_{t}", dist.Normal(x_hat, self.obs_scale).to_event(3), obs=frame)
+                predictions.append(x_hat)
+                if t + 1 < total:
+                    h_prev = h_obs[:, t] if t < observed else self.encoder(x_hat)[0]
+        return torch.stack(torch.broadcast_tensors(*predictions), dim=-4)

@@ -1,0 +1,28 @@
+"""Build the Pyro model and guide of a configuration."""
+from __future__ import annotations
+
+import torch
+
+from guides.posterior import RecurrentPosterior, empty_guide
+from models.svg import SVG
+from svg_pyro.networks import init_weights
+
+
+def build_model(config):
+    """(svg, guide): ``svg.model`` and ``guide`` are the Pyro model and guide of ``config``."""
+    config.validate()
+    svg = SVG.from_config(config)
+    if config.model == "det":
+        return svg, empty_guide
+    guide = RecurrentPosterior(svg, config.rnn_size, config.posterior_layers)
+    guide.apply(init_weights)
+    return svg, guide
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {name} was asked for but PyTorch sees no CUDA GPU; "
+                           "use --device cpu (or auto)")
+    return torch.device(name)

@@ -1,0 +1,60 @@
+"""Dataset construction and frame checks shared by every dataset.
+
+Every dataset yields float32 videos (T, C, H, W) in [0, 1] and ``dataset[i]`` is a pure function
+of ``i``, so a training batch is a pure function of (seed, step) and resumed runs replay exactly.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# Size of the fixed, seeded evaluation sets.
+SMMNIST_TEST_VIDEOS = 256
+
+
+def check_video_shape(videos: torch.Tensor, frame_shape) -> None:
+    if not torch.is_tensor(videos) or not videos.is_floating_point():
+        raise TypeError(f"videos must be a floating-point tensor (B, T, C, H, W), got "
+                        f"{type(videos).__name__} {getattr(videos, 'dtype', '')}")
+    if videos.dim() != 5 or tuple(videos.shape[2:]) != tuple(frame_shape):
+        raise ValueError(f"videos must have shape (batch, time, {', '.join(map(str, frame_shape))}), "
+                         f"got {tuple(videos.shape)}; check the dataset's channels and image_size")
+
+
+def check_video_values(videos: torch.Tensor) -> None:
+    """Frames must be finite and in [0, 1] (the decoder ends in a sigmoid)."""
+    if not torch.isfinite(videos).all():
+        bad = (~torch.isfinite(videos)).flatten(1).any(1).nonzero().flatten().tolist()
+        raise ValueError(f"videos {bad} of the batch hold NaN or infinite pixels; "
+                         "check the data source or the preparation step")
+    lo, hi = videos.min().item(), videos.max().item()
+    if lo < 0 or hi > 1:
+        raise ValueError(f"pixel values must lie in [0, 1], got [{lo:.3g}, {hi:.3g}]; "
+                         "divide uint8 frames by 255")
+
+
+def make_datasets(config, split_lengths: tuple[int, int] | None = None):
+    """(train, test) datasets for ``config``; test videos are ``n_past + n_future`` frames long
+    unless ``split_lengths`` = (train_length, test_length) says otherwise."""
+    train_len, test_len = split_lengths or (config.frames_per_video, config.frames_per_video)
+    if config.dataset == "smmnist":
+        from svg_pyro.smmnist import StochasticMovingMNIST
+
+        common = dict(num_digits=config.num_digits, image_size=config.image_size,
+                      deterministic=config.deterministic, velocity=config.velocity,
+                      mnist_root=config.mnist_root)
+        if config.channels != 1:
+            raise ValueError("Stochastic Moving MNIST has 1 channel; set channels=1")
+        train = StochasticMovingMNIST("train", train_len, seed=config.seed, **common)
+        test = StochasticMovingMNIST("test", test_len, num_videos=SMMNIST_TEST_VIDEOS, seed=0, **common)
+        return train, test
+    from svg_pyro import video_store  # KTH and BAIR: prepared stores
+
+    return video_store.make_datasets(config, train_len, test_len)
+
+
+def training_batch(dataset, seed: int, step: int, batch_size: int) -> torch.Tensor:
+    """The batch of ``step``: videos drawn with replacement by a generator seeded by (seed, step)."""
+    rng = np.random.default_rng([seed, step])
+    indices = rng.integers(0, len(dataset), size=batch_size)
+    return torch.stack([dataset[int(i)] for i in indices])

@@ -1,0 +1,76 @@
+"""The training objective: Pyro ELBOs, their reference-unit terms, and a plain-torch twin.
+
+With a Gaussian likelihood of std sigma = sqrt(beta * D / 2) (D pixels per frame) and KL weight 1,
+
+    -ELBO per video = sum_t [ MSE_t + beta * KL_t ] / beta + (T-1) * D/2 * log(2 pi sigma^2),
+
+so the ELBO's optimum is the reference loss's (mean-pixel MSE + beta * KL) and ``reference_loss``
+below reads it back in those units.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from torch.distributions import kl_divergence
+
+
+def make_elbo(name: str, num_particles: int = 1, vectorize_particles: bool = False):
+    """'trace': Monte-Carlo KL (Trace_ELBO); 'meanfield': analytic KL (TraceMeanField_ELBO)."""
+    cls = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}.get(name)
+    if cls is None:
+        raise ValueError(f"unknown ELBO {name!r}; choose 'trace' or 'meanfield'")
+    return cls(num_particles=num_particles, vectorize_particles=vectorize_particles, max_plate_nesting=1)
+
+
+def loss_terms(model_trace, guide_trace) -> dict:
+    """Reference-unit terms of one model/guide execution, averaged over videos (and particles):
+    ``mse`` = sum over steps of the mean-pixel squared error of the predicted mean, ``kl`` = sum over
+    steps of the analytic KL(q || p) in nats, and the per-step values ``mse_t``, ``kl_t``."""
+    mse_t, kl_t = [], []
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        if site["is_observed"] and name.startswith("x_"):
+            err = (site["value"] - site["fn"].base_dist.loc).detach() ** 2
+            mse_t.append(err.flatten(-3).mean(-1).mean().item())
+        elif name.startswith("z_") and name in guide_trace.nodes:
+            kl = kl_divergence(guide_trace.nodes[name]["fn"], site["fn"]).detach()
+            kl_t.append(kl.mean().item())
+    return {"mse": sum(mse_t), "kl": sum(kl_t), "mse_t": mse_t, "kl_t": kl_t}
+
+
+def reference_loss(terms: dict, beta: float) -> float:
+    return terms["mse"] + beta * terms["kl"]
+
+
+def gaussian_nll(x, x_hat, sigma: float) -> torch.Tensor:
+    """-log N(x | x_hat, sigma^2 I), summed over (C, H, W)."""
+    d = x.shape[-3:].numel()
+    return (0.5 * ((x - x_hat) / sigma) ** 2).flatten(-3).sum(-1) + d * (math.log(sigma) + 0.5 * math.log(2 * math.pi))
+
+
+def plain_negative_elbo(svg, posterior, videos: torch.Tensor, n_past: int) -> torch.Tensor:
+    """The same single-sample -ELBO (analytic KL) as TraceMeanField_ELBO, in plain torch.
+
+    Summed over the batch, like Pyro's. Used by the overhead benchmark and the tests."""
+    h, skips = svg.encoder(videos)
+    total = videos.new_zeros(())
+    prior_state = predictor_state = posterior_state = None
+    for t in range(1, videos.shape[1]):
+        h_prev = h[:, t - 1]
+        if svg.prior is None:
+            predictor_input = h_prev
+        else:
+            mu, sigma, posterior_state = posterior.net(h[:, t], posterior_state)
+            z = mu + sigma * torch.randn_like(mu)
+            prior, prior_state = svg.prior(h_prev, prior_state)
+            p_mu, p_sigma = prior.base_dist.loc, prior.base_dist.scale
+            kl = (torch.log(p_sigma / sigma) + (sigma**2 + (mu - p_mu) ** 2) / (2 * p_sigma**2) - 0.5).sum(-1)
+            total = total + svg.kl_weight * kl.sum()
+            predictor_input = torch.cat([h_prev, z], -1)
+        g, predictor_state = svg.predictor(predictor_input, predictor_state)
+        x_hat = svg.decoder(g, [s[:, min(t - 1, n_past - 1)] for s in skips])
+        total = total + gaussian_nll(videos[:, t], x_hat, svg.obs_scale).sum()
+    return total

@@ -1,0 +1,359 @@
+"""Convert the published KTH and BAIR files into video stores (see ``svg_pyro.video_store``).
+
+    python -m svg_pyro.prepare kth  --src DIR --out DIR [--size 64|128]
+    python -m svg_pyro.prepare bair --src DIR --out DIR
+
+KTH: every ``personNN_ACTION_dN_uncomp.avi`` under --src (any depth) is decoded with PyAV (whose
+wheel ships FFmpeg), converted to grayscale and resized (squashed, area averaging) from 160x120 to
+size x size. Persons 1-20 go to the training split, 21-25 to the test split.
+
+BAIR: the TFRecord files ``softmotion30_44k/{train,test}/*.tfrecords`` are read without TensorFlow:
+the record framing and its CRC32C checksums, and the ``tf.train.Example`` protobuf, are parsed
+here. Frames 0..29 of each record are the raw 64x64x3 uint8 bytes under ``'{i}/image_aux1/encoded'``.
+
+The unit of work is one source file. Each is committed to the store when done, so a re-run skips
+finished files and retries failed ones; a corrupt or truncated file is reported by name, listed at
+the end, and left out, without stopping the others. The exit status is 0 when every file was
+prepared, 1 when some failed, 2 on a usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import re
+import struct
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from svg_pyro.video_store import StoreError, StoreWriter
+
+KTH_ACTIONS = ("boxing", "handclapping", "handwaving", "jogging", "running", "walking")
+KTH_NAME = re.compile(r"person(\d\d)_([a-z]+)_d([1-4])_uncomp\.avi")
+KTH_TEST_PERSONS = range(21, 26)  # persons 1-20 train, 21-25 test
+
+BAIR_FRAME_KEY = "{}/image_aux1/encoded"
+BAIR_FRAME_SHAPE = (64, 64, 3)
+
+
+class PrepareError(Exception):
+    """A usage problem that stops preparation (missing --src, incompatible --out)."""
+
+
+class CorruptSource(Exception):
+    """One source file cannot be read; it is reported and skipped."""
+
+
+@dataclass
+class Summary:
+    prepared: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already in the store
+    failed: dict[str, str] = field(default_factory=dict)  # source -> reason
+    ignored: list[str] = field(default_factory=list)  # files that are not dataset files
+
+
+def _check_src(src) -> Path:
+    src = Path(src)
+    if not src.is_dir():
+        raise PrepareError(f"--src {src} does not exist or is not a directory; pass the directory "
+                           "holding the downloaded (unpacked) dataset files")
+    return src
+
+
+def _run(writer: StoreWriter, jobs, summary: Summary, desc: str) -> Summary:
+    """jobs: (source key, split, path, reader); reader(path) -> [(metadata, uint8 frames)]."""
+    todo = []
+    for job in jobs:
+        if writer.done(job[0]):
+            summary.skipped.append(job[0])
+        else:
+            todo.append(job)
+    for key, split, path, reader in tqdm(todo, desc=desc, unit="file", dynamic_ncols=True):
+        try:
+            videos = reader(path)
+        except CorruptSource as err:
+            tqdm.write(f"FAILED {key}: {err}")
+            summary.failed[key] = str(err)
+            writer.fail(key, str(err))
+            continue
+        writer.add(key, split, videos)
+        summary.prepared.append(key)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# KTH
+
+
+def decode_kth_video(path: Path, size: int) -> np.ndarray:
+    """All frames of one KTH AVI as uint8 (T, 1, size, size), grayscale, area-resized."""
+    import av  # PyAV; imported here so BAIR preparation does not need it
+
+    av.logging.set_level(None)  # errors are reported below, by file name
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise CorruptSource("no video stream")
+            stream = container.streams.video[0]
+            declared = stream.frames
+            frames = [frame.reformat(width=size, height=size, format="gray",
+                                     interpolation="AREA").to_ndarray()
+                      for frame in container.decode(stream)]
+    except av.error.FFmpegError as err:
+        raise CorruptSource(f"FFmpeg cannot decode it ({err})") from err
+    if not frames:
+        raise CorruptSource("no frame could be decoded")
+    if declared and len(frames) < declared:
+        raise CorruptSource(f"only {len(frames)} of the {declared} frames its header declares could be "
+                            "decoded (truncated or damaged file); download it again")
+    return np.stack(frames)[:, None]
+
+
+def kth_jobs(src: Path, size: int, summary: Summary) -> list:
+    jobs = []
+    for path in sorted(src.rglob("*.avi"), key=lambda p: p.name):
+        match = KTH_NAME.fullmatch(path.name)
+        person = int(match.group(1)) if match else 0
+        if not match or match.group(2) not in KTH_ACTIONS or not 1 <= person <= 25:
+            summary.ignored.append(str(path))
+            continue
+        meta = {"name": path.name[: -len("_uncomp.avi")], "person": person,
+                "action": match.group(2), "scenario": int(match.group(3))}
+        split = "test" if person in KTH_TEST_PERSONS else "train"
+
+        def reader(path, meta=meta):
+            return [(meta, decode_kth_video(path, size))]
+
+        jobs.append((path.name, split, path, reader))
+    return jobs
+
+
+def prepare_kth(src, out, size: int = 64) -> Summary:
+    src = _check_src(src)
+    if size not in (64, 128):
+        raise PrepareError(f"--size must be 64 or 128, not {size}")
+    summary = Summary()
+    jobs = kth_jobs(src, size, summary)
+    if not jobs:
+        raise PrepareError(f"no KTH video (personNN_ACTION_dN_uncomp.avi) under --src {src}; unzip the "
+                           f"six action archives ({', '.join(a + '.zip' for a in KTH_ACTIONS)}) there")
+    if duplicates := sorted(k for k, n in Counter(j[0] for j in jobs).items() if n > 1):
+        raise PrepareError(f"--src {src} holds several copies of {duplicates[:3]}; keep one of each")
+    writer = StoreWriter(out, "kth", (1, size, size), {"size": size})
+    return _run(writer, jobs, summary, f"KTH {size}x{size}")
+
+
+# ---------------------------------------------------------------------------------------------
+# BAIR: TFRecord framing and the tf.train.Example wire format
+
+
+def _crc32c(data) -> int:
+    import google_crc32c  # Google's CRC32C (Castagnoli), C implementation with a Python fallback
+
+    return google_crc32c.value(bytes(data))
+
+
+def masked_crc32c(data) -> int:
+    """TFRecord's checksum: CRC32C rotated right by 15 bits plus a constant, modulo 2^32."""
+    crc = _crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def read_tfrecords(path: Path):
+    """Yield the records of a TFRecord file (optionally gzip-compressed), checking every CRC.
+
+    A record is: uint64 length, uint32 masked CRC of the length bytes, the data, uint32 masked CRC
+    of the data, all little-endian.
+    """
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
+        number, offset = 0, 0
+        while True:
+            try:
+                header = f.read(12)
+                if not header:
+                    return
+                where = f"record {number} (byte {offset})"
+                if len(header) < 12:
+                    raise CorruptSource(f"file ends inside the header of {where} (truncated)")
+                length_bytes, (length_crc,) = header[:8], struct.unpack("<I", header[8:])
+                if masked_crc32c(length_bytes) != length_crc:
+                    raise CorruptSource(f"length checksum mismatch in {where}")
+                (length,) = struct.unpack("<Q", length_bytes)
+                data = f.read(length)
+                footer = f.read(4)
+            except (OSError, EOFError) as err:  # a damaged gzip stream
+                raise CorruptSource(f"cannot read it ({err})") from err
+            if len(data) < length or len(footer) < 4:
+                raise CorruptSource(f"file ends inside {where} (truncated)")
+            if masked_crc32c(data) != struct.unpack("<I", footer)[0]:
+                raise CorruptSource(f"data checksum mismatch in {where}")
+            yield data
+            number, offset = number + 1, offset + 16 + length
+
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise CorruptSource("malformed protobuf (varint runs past the end)")
+        byte = buf[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(buf: memoryview):
+    """Yield (field number, wire type, value) of one protobuf message."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1 or wire == 5:
+            end = pos + (8 if wire == 1 else 4)
+            value, pos = buf[pos:end], end
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            value, pos = buf[pos:pos + size], pos + size
+        else:
+            raise CorruptSource(f"malformed protobuf (wire type {wire})")
+        if pos > len(buf):
+            raise CorruptSource("malformed protobuf (field runs past the end)")
+        yield number, wire, value
+
+
+def _feature_values(buf: memoryview) -> list:
+    """Feature{bytes_list = 1 | float_list = 2 | int64_list = 3}, each a message with field 1."""
+    for kind, _, inner in _fields(buf):
+        values = []
+        for number, wire, value in _fields(inner):
+            if number != 1:
+                continue
+            if kind == 1:
+                values.append(value)
+            elif kind == 2:  # floats: packed (wire 2) or one fixed32 each
+                values.extend(np.frombuffer(value, "<f4").tolist())
+            elif kind == 3 and wire == 0:
+                values.append(value - (1 << 64) if value >> 63 else value)
+            elif kind == 3:  # packed varints
+                pos = 0
+                while pos < len(value):
+                    v, pos = _varint(value, pos)
+                    values.append(v - (1 << 64) if v >> 63 else v)
+        return values
+    return []
+
+
+def parse_example(data) -> dict[str, list]:
+    """tf.train.Example -> {feature name: values}; bytes values stay memoryviews of ``data``.
+
+    Example{features = 1: Features{feature = 1: map<string, Feature>}}; a map entry is a message
+    with key = 1 and value = 2.
+    """
+    features = {}
+    for number, _, value in _fields(memoryview(data)):
+        if number != 1:
+            continue
+        for entry_number, _, entry in _fields(value):
+            if entry_number != 1:
+                continue
+            name, feature = None, memoryview(b"")
+            for item_number, _, item in _fields(entry):
+                if item_number == 1:
+                    name = bytes(item).decode("utf-8", errors="replace")
+                elif item_number == 2:
+                    feature = item
+            features[name] = _feature_values(feature)
+    return features
+
+
+def bair_frames(features: dict, where: str) -> np.ndarray:
+    """Frames 0, 1, ... of one BAIR example as uint8 (T, 3, 64, 64)."""
+    frames = []
+    while (key := BAIR_FRAME_KEY.format(len(frames))) in features:
+        values = features[key]
+        if len(values) != 1 or len(values[0]) != np.prod(BAIR_FRAME_SHAPE):
+            raise CorruptSource(f"{where}: {key!r} holds {[len(v) for v in values]} bytes, expected "
+                                f"one raw 64x64x3 image ({np.prod(BAIR_FRAME_SHAPE)} bytes)")
+        frames.append(np.frombuffer(values[0], np.uint8).reshape(BAIR_FRAME_SHAPE))
+    if not frames:
+        raise CorruptSource(f"{where} has no {BAIR_FRAME_KEY.format(0)!r} feature (keys: "
+                            f"{sorted(features)[:4]}...); is this softmotion30_44k?")
+    return np.stack(frames).transpose(0, 3, 1, 2)
+
+
+def read_bair_file(path: Path, stem: str) -> list:
+    videos = []
+    for number, record in enumerate(read_tfrecords(path)):
+        frames = bair_frames(parse_example(record), f"record {number}")
+        videos.append(({"name": f"{stem}/{number:04d}"}, frames))
+    if not videos:
+        raise CorruptSource("holds no record")
+    return videos
+
+
+def bair_root(src: Path) -> Path:
+    for root in (src / "softmotion30_44k", src):
+        if any((root / split).is_dir() for split in ("train", "test")):
+            return root
+    raise PrepareError(f"--src {src} holds neither softmotion30_44k/ nor train/ and test/ folders; unpack "
+                       "bair_robot_pushing_dataset_v0.tar and pass the folder it created")
+
+
+def prepare_bair(src, out) -> Summary:
+    root = bair_root(_check_src(src))
+    summary, jobs = Summary(), []
+    for split in ("train", "test"):
+        for path in sorted((root / split).glob("*.tfrecords")):
+            key = f"{split}/{path.name}"
+            jobs.append((key, split, path, lambda p, key=key: read_bair_file(p, key[:-len(".tfrecords")])))
+    if not jobs:
+        raise PrepareError(f"no *.tfrecords file under {root}/train or {root}/test")
+    writer = StoreWriter(out, "bair", (3, 64, 64), {})
+    return _run(writer, jobs, summary, "BAIR")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m svg_pyro.prepare", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="dataset", required=True)
+    kth = sub.add_parser("kth", help="KTH actions: a folder of personNN_ACTION_dN_uncomp.avi files")
+    bair = sub.add_parser("bair", help="BAIR robot pushing: the unpacked softmotion30_44k TFRecords")
+    for p in (kth, bair):
+        p.add_argument("--src", required=True, help="folder holding the downloaded, unpacked files")
+        p.add_argument("--out", required=True, help="store folder to create (or resume)")
+    kth.add_argument("--size", type=int, default=64, choices=(64, 128), help="frame size (default 64)")
+    args = parser.parse_args(argv)
+    try:
+        if args.dataset == "kth":
+            summary = prepare_kth(args.src, args.out, args.size)
+        else:
+            summary = prepare_bair(args.src, args.out)
+    except (PrepareError, StoreError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.dataset}: {len(summary.prepared)} files prepared, {len(summary.skipped)} already in "
+          f"the store, {len(summary.failed)} failed -> {args.out}")
+    if summary.ignored:
+        print(f"ignored {len(summary.ignored)} files not named like dataset files, e.g. {summary.ignored[0]}")
+    if summary.failed:
+        print("FAILED (left out of the store; replace them and run the same command again):", file=sys.stderr)
+        for key, reason in summary.failed.items():
+            print(f"  {key}: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

