@@ -7,6 +7,10 @@ import imageio.v2 as imageio
 import numpy as np
 import torch
 
+PAD = 2
+GREEN = np.array([40, 160, 40], np.uint8)
+GREY = np.array([200, 200, 200], np.uint8)
+
 
 def _to_uint8(frames: torch.Tensor) -> np.ndarray:
     """(..., C, H, W) in [0, 1] -> (..., H, W, 3) uint8."""
@@ -16,38 +20,47 @@ def _to_uint8(frames: torch.Tensor) -> np.ndarray:
     return (x.movedim(-3, -1).numpy() * 255 + 0.5).astype(np.uint8)
 
 
+def video_mosaic(rows: torch.Tensor, n_past: int = 0) -> np.ndarray:
+    """One image of R videos (R, T, C, H, W): a row per video, conditioning frames framed green."""
+    images = _to_uint8(rows)
+    n_rows, n_cols, h, w = images.shape[:4]
+    cell_h, cell_w = h + 2 * PAD, w + 2 * PAD
+    mosaic = np.empty((n_rows * cell_h, n_cols * cell_w, 3), np.uint8)
+    for c in range(n_cols):
+        mosaic[:, c * cell_w:(c + 1) * cell_w] = GREEN if c < n_past else GREY
+    for r in range(n_rows):
+        for c in range(n_cols):
+            y, x = r * cell_h + PAD, c * cell_w + PAD
+            mosaic[y:y + h, x:x + w] = images[r, c]
+    return mosaic
+
+
 def save_video_grid(path, rows: torch.Tensor, labels: list[str], n_past: int, title: str = "") -> None:
-    """PNG with one row per video (R, T, C, H, W); conditioning frames framed in green."""
+    """PNG of R videos (R, T, C, H, W) with row labels and frame numbers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    images = _to_uint8(rows)
-    n_rows, n_cols = images.shape[:2]
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(0.8 * n_cols + 1.2, 0.8 * n_rows + 0.5),
-                             squeeze=False, gridspec_kw=dict(wspace=0.04, hspace=0.04))
-    for r in range(n_rows):
-        for c in range(n_cols):
-            ax = axes[r, c]
-            ax.imshow(images[r, c])
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_color("tab:green" if c < n_past else "0.7")
-                spine.set_linewidth(2 if c < n_past else 0.5)
-            if r == 0:
-                ax.set_title(f"t={c}", fontsize=7)
-        axes[r, 0].set_ylabel(labels[r], fontsize=7, rotation=0, ha="right", va="center")
+    mosaic = video_mosaic(rows, n_past)
+    n_rows, n_cols = rows.shape[:2]
+    cell_h, cell_w = mosaic.shape[0] / n_rows, mosaic.shape[1] / n_cols
+    scale = 0.6 / cell_w  # inches per pixel: about 0.6 inch a frame
+    fig, ax = plt.subplots(figsize=(mosaic.shape[1] * scale + 1.4, mosaic.shape[0] * scale + 0.6))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_yticks([(r + 0.5) * cell_h for r in range(n_rows)], labels, fontsize=7)
+    ax.set_xticks([(c + 0.5) * cell_w for c in range(n_cols)], [str(c) for c in range(n_cols)], fontsize=6)
+    ax.tick_params(length=0)
+    ax.set_xlabel("frame (green: given)", fontsize=7)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+        ax.set_title(title, fontsize=8)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
 def save_gif(path, rows: torch.Tensor, fps: int = 4) -> None:
     """Animated GIF of R videos (R, T, C, H, W) side by side."""
-    images = _to_uint8(rows)  # (R, T, H, W, 3)
-    pad = np.full((*images.shape[:2], images.shape[2], 2, 3), 255, np.uint8)
-    strip = np.concatenate([np.concatenate([v, p], axis=2) for v, p in zip(images, pad)], axis=2)
-    imageio.mimsave(Path(path), list(strip), duration=1000 / fps, loop=0)
+    frames = [video_mosaic(rows[:, t].unsqueeze(0)) for t in range(rows.shape[1])]
+    imageio.mimsave(Path(path), frames, duration=1000 / fps, loop=0)

@@ -9,6 +9,7 @@ then the same for x (an x-bounce redraws dy too). The digit is drawn, then moved
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 from pathlib import Path
@@ -77,6 +78,11 @@ def _embedded_digits() -> np.ndarray:
 
 def load_digits(split: str, mnist_root: str | os.PathLike | None = None) -> torch.Tensor:
     """MNIST digits of one split as float32 (N, 32, 32) in [0, 1], resized bilinearly from 28x28."""
+    return _load_digits(split, None if mnist_root is None else str(Path(mnist_root).resolve()))
+
+
+@functools.lru_cache(maxsize=4)  # read once per process: datasets only read the tensor
+def _load_digits(split: str, mnist_root: str | None) -> torch.Tensor:
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
     if mnist_root is None:

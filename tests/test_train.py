@@ -1,0 +1,136 @@
+"""Training end to end: the loss falls, resuming is exact, bad input fails clearly and safely."""
+import hashlib
+import json
+
+import pytest
+import torch
+
+from svg_pyro.checkpoint import CheckpointError, load_checkpoint
+from svg_pyro.config import preset
+from svg_pyro.datasets import check_video_shape, check_video_values
+from svg_pyro.train import TrainingDiverged, main, train
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _rows(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+FAST = dict(sample_every=10_000)  # sample grids are tested once, below
+
+
+def test_tiny_training_lowers_the_loss_and_writes_its_outputs(tmp_path):
+    config = preset("tiny", steps=30, checkpoint_every=15, sample_every=30)
+    rows = train(config, tmp_path, progress=False)
+    assert [r["step"] for r in rows] == list(range(1, 31))
+    first = sum(r["loss"] for r in rows[:5]) / 5
+    last = sum(r["loss"] for r in rows[-5:]) / 5
+    assert last < 0.8 * first
+    assert rows[-1]["mse"] < rows[0]["mse"]
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # plain tensors and containers
+    assert state["step"] == 30 and state["config"]["model"] == "svg-lp"
+    assert json.loads((tmp_path / "config.json").read_text()) == config.to_dict()
+    assert (tmp_path / "samples_000030.png").stat().st_size > 1000
+    assert (tmp_path / "samples_000030.gif").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("model,elbo", [("svg-lp", "trace"), ("svg-fp", "meanfield"), ("det", "trace")])
+def test_resumed_run_reproduces_the_uninterrupted_run(tmp_path, model, elbo):
+    config = preset("tiny", model=model, elbo=elbo, steps=6, checkpoint_every=3, **FAST)
+    whole = train(config, tmp_path / "whole", progress=False)
+    part = tmp_path / "part"
+    train(preset("tiny", model=model, elbo=elbo, steps=3, checkpoint_every=3, **FAST), part, progress=False)
+    train(config, part, resume=True, progress=False)
+    keys = ("step", "loss", "mse", "kl")
+    assert [[r[k] for k in keys] for r in _rows(part)] == [[r[k] for k in keys] for r in whole]
+
+
+def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
+    train(preset("tiny", steps=4, checkpoint_every=2, **FAST), tmp_path, progress=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 4
+    # pretend the run died at step 4 before its last checkpoint: restore the step-2 one
+    train(preset("tiny", steps=2, **FAST), tmp_path / "b", progress=False)
+    (tmp_path / "checkpoint.pt").write_bytes((tmp_path / "b" / "checkpoint.pt").read_bytes())
+    train(preset("tiny", steps=5, **FAST), tmp_path, resume=True, progress=False)
+    assert [r["step"] for r in _rows(tmp_path)] == [1, 2, 3, 4, 5]
+
+
+def test_existing_checkpoint_is_never_overwritten_without_resume(tmp_path):
+    train(preset("tiny", steps=2, **FAST), tmp_path, progress=False)
+    before = _digest(tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="--resume"):
+        train(preset("tiny", steps=2, **FAST), tmp_path, progress=False)
+    assert _digest(tmp_path / "checkpoint.pt") == before
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    train(preset("tiny", steps=2, **FAST), tmp_path, progress=False)
+    before = _digest(tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match=r"width: checkpoint 8, asked 16"):
+        train(preset("tiny", steps=4, width=16, **FAST), tmp_path, resume=True, progress=False)
+    assert main(["--preset", "tiny", "--out", str(tmp_path), "--resume", "--model", "det", "--no-progress"]) == 2
+    assert _digest(tmp_path / "checkpoint.pt") == before
+
+
+def test_truncated_checkpoint_is_reported_and_left_alone(tmp_path):
+    train(preset("tiny", steps=2, **FAST), tmp_path, progress=False)
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[:5000])
+    before = _digest(path)
+    with pytest.raises(CheckpointError, match="truncated"):
+        train(preset("tiny", steps=4, **FAST), tmp_path, resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    assert _digest(path) == before
+
+
+def test_loss_turning_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    train(preset("tiny", steps=2, **FAST), tmp_path, progress=False)
+    before = _digest(tmp_path / "checkpoint.pt")
+    # a vanishing likelihood scale overflows the loss on the next step
+    with pytest.raises(TrainingDiverged, match="step 3.*checkpoint of step 2"):
+        train(preset("tiny", steps=4, obs_scale=1e-30, **FAST), tmp_path, resume=True, progress=False)
+    assert _digest(tmp_path / "checkpoint.pt") == before
+
+
+def test_bad_frames_name_the_problem(tiny):
+    config, svg, guide, batch = tiny
+    with pytest.raises(ValueError, match=r"shape \(batch, time, 1, 64, 64\)"):
+        svg.model(batch[:, :, :, :32], config.n_past)
+    with pytest.raises(TypeError, match="floating-point"):
+        svg.model((batch * 255).to(torch.uint8), config.n_past)
+    with pytest.raises(ValueError, match="divide uint8 frames by 255"):
+        check_video_values(batch * 255)
+    bad = batch.clone()
+    bad[2, 1, 0, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match=r"videos \[2\].*NaN"):
+        check_video_values(bad)
+    with pytest.raises(ValueError, match="n_past"):
+        svg.model(batch, n_past=10)
+    check_video_shape(batch, (1, 64, 64))
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    assert main(["--preset", "tiny", "--out", str(tmp_path / "a"), "--mnist-root", str(tmp_path / "nope"),
+                 "--no-progress"]) == 2
+    assert "--mnist-root" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--preset", "huge"])
+    assert "invalid choice: 'huge'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--model", "svg-xx"])
+    assert "invalid choice: 'svg-xx'" in capsys.readouterr().err
+    assert main(["--preset", "tiny", "--out", str(tmp_path / "b"), "--steps", "0", "--no-progress"]) == 2
+    assert "steps must be a positive integer" in capsys.readouterr().err
+
+
+def test_cli_trains_and_resumes_with_the_checkpoint_config(tmp_path):
+    out = str(tmp_path)
+    assert main(["--preset", "tiny", "--out", out, "--steps", "2", "--width", "4", "--no-progress"]) == 0
+    assert main(["--out", out, "--resume", "--steps", "3", "--no-progress"]) == 0
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 3 and state["config"]["width"] == 4 and state["config"]["steps"] == 3
