@@ -7,6 +7,7 @@ shape ``h_prev.shape[:-1]`` and event shape ``(z_dim,)``.
 from __future__ import annotations
 
 import pyro.distributions as dist
+from pyro.poutine.messenger import Messenger
 from torch import nn
 
 from svg_pyro.networks import GaussianLSTM
@@ -35,3 +36,106 @@ class FixedPrior(nn.Module):
     def forward(self, h_prev, state=None):
         loc = h_prev.new_zeros(*h_prev.shape[:-1], self.z_dim)
         return dist.Normal(loc, 1.0 + loc).to_event(1), state
+
+
+# ---------------------------------------------------------------------------------------------
+# Swapping the prior at sampling time: an effect handler on the z_t sites
+
+
+def site_step(name: str) -> tuple[str, int] | None:
+    """("z", 7) for the site "z_7", ("x", 3) for "x_3"; None for any other site."""
+    kind, _, step = name.partition("_")
+    if kind in ("z", "x") and step.isdigit():
+        return kind, int(step)
+    return None
+
+
+def fixed_prior(t: int, fn: dist.Distribution) -> dist.Distribution:
+    """Replacement for ``swap_prior``: SVG-FP's N(0, I), with the shapes of the site's ``fn``."""
+    return FixedPrior(fn.event_shape[-1])(fn.mean)[0]
+
+
+class swap_prior(Messenger):
+    """Effect handler: draw the latents z_t of ``SVG.model`` from another prior at the generation
+    steps t >= ``from_step`` (pass ``n_past``).
+
+    At each site "z_t" with t >= from_step it replaces ``msg["fn"]`` by ``replacement(t, fn)``, a
+    distribution with the same batch and event shapes (checked). Earlier steps are conditioning
+    steps: at sampling time their z come from the guide (``Predictive`` conditions the model on
+    the guide's draws), so they are left alone, and the guide, which has no sites at t >= n_past,
+    is unaffected. Idioms::
+
+        model = swap_prior(fixed_prior, from_step=n_past)(svg.model)      # SVG-LP under N(0, I)
+        model = learned_prior_of(other_svg, context, n_past)(svg.model)   # under another's prior
+        Predictive(model, guide=guide, num_samples=..., parallel=True)(context, n_past, n_frames)
+
+    ``svg_pyro.sampling`` (``prior="fixed"`` or ``prior=other_svg``) and the evaluation CLI
+    (``--prior fixed``, ``--prior-checkpoint``) build these for you. Training-time choice of the
+    prior (SVG-LP vs SVG-FP) is ``Config.model``; this handler changes the prior of a trained model.
+    """
+
+    def __init__(self, replacement, from_step: int):
+        super().__init__()
+        if from_step < 1:
+            raise ValueError(f"from_step must be >= 1 (z_1 is the first latent), got {from_step}")
+        self.replacement, self.from_step = replacement, from_step
+
+    def _pyro_sample(self, msg):
+        site = site_step(msg["name"])
+        if site is None or site[0] != "z" or site[1] < self.from_step:
+            return
+        fn = msg["fn"]
+        new = self.replacement(site[1], fn)
+        if new.event_shape != fn.event_shape:
+            raise ValueError(f"the replacement prior of {msg['name']} has event shape {tuple(new.event_shape)} "
+                             f"but the model's has {tuple(fn.event_shape)}: both models need the same z_dim")
+        if new.batch_shape != fn.batch_shape:
+            try:
+                new = new.expand(fn.batch_shape)
+            except (RuntimeError, ValueError) as err:
+                raise ValueError(f"the replacement prior of {msg['name']} has batch shape "
+                                 f"{tuple(new.batch_shape)}, which does not fit the site's "
+                                 f"{tuple(fn.batch_shape)}") from err
+        msg["fn"] = new
+
+
+class learned_prior_of(swap_prior):
+    """``swap_prior`` to the learned prior of another SVG-LP model ``other`` (same z_dim).
+
+    That prior was trained on ``other``'s own encodings, so it is run on ``other.encoder`` of the
+    frames the sampled model conditions on (not on the sampled model's h_{t-1}, which lives in
+    another feature space): the observed frames ``videos`` (the ``videos`` argument given to the
+    model, e.g. the conditioning frames) and, after them, the generated frames, read from the
+    model's "x_t" sites as their mean (the frame ``SVG.model`` feeds back). Its LSTM runs over
+    every step from x_0, conditioning steps included, and restarts at each "z_1" site (each model
+    execution), so the handler may wrap the model or a whole ``Predictive`` call.
+    """
+
+    def __init__(self, other, videos, from_step: int):
+        if getattr(other, "prior", None) is None or isinstance(other.prior, FixedPrior):
+            raise ValueError("learned_prior_of needs an SVG-LP model (a learned prior); for N(0, I) "
+                             "use swap_prior(fixed_prior, from_step)")
+        super().__init__(self._next_prior, from_step)
+        self.other, self.videos = other, videos
+        self._restart()
+
+    def _restart(self):
+        self._frames = list(self.videos.unbind(1))  # x_0 .. x_{T_obs - 1}
+        self._state = self._prior = None
+        self._fed = 0  # frames consumed by the prior LSTM
+
+    def _pyro_sample(self, msg):
+        site = site_step(msg["name"])
+        if site == ("z", 1):
+            self._restart()
+        elif site is not None and site[0] == "x" and site[1] == len(self._frames):
+            self._frames.append(msg["fn"].mean)  # a generated frame, as the model feeds it back
+        super()._pyro_sample(msg)
+
+    def _next_prior(self, t: int, fn) -> dist.Distribution:
+        """p_other(z_t | x_0..x_{t-1}): feed the frames not yet seen to the prior LSTM."""
+        for s in range(self._fed, t):
+            h, _ = self.other.encoder(self._frames[s])
+            self._prior, self._state = self.other.prior(h, self._state)
+        self._fed = max(self._fed, t)
+        return self._prior

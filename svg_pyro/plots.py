@@ -37,16 +37,14 @@ def video_mosaic(rows: torch.Tensor, n_past: int = 0) -> np.ndarray:
 
 def save_video_grid(path, rows: torch.Tensor, labels: list[str], n_past: int, title: str = "") -> None:
     """PNG of R videos (R, T, C, H, W) with row labels and frame numbers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
 
     mosaic = video_mosaic(rows, n_past)
     n_rows, n_cols = rows.shape[:2]
     cell_h, cell_w = mosaic.shape[0] / n_rows, mosaic.shape[1] / n_cols
     scale = 0.6 / cell_w  # inches per pixel: about 0.6 inch a frame
-    fig, ax = plt.subplots(figsize=(mosaic.shape[1] * scale + 1.4, mosaic.shape[0] * scale + 0.6))
+    fig = Figure(figsize=(mosaic.shape[1] * scale + 1.4, mosaic.shape[0] * scale + 0.6))
+    ax = fig.subplots()
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_yticks([(r + 0.5) * cell_h for r in range(n_rows)], labels, fontsize=7)
     ax.set_xticks([(c + 0.5) * cell_w for c in range(n_cols)], [str(c) for c in range(n_cols)], fontsize=6)
@@ -57,7 +55,6 @@ def save_video_grid(path, rows: torch.Tensor, labels: list[str], n_past: int, ti
     if title:
         ax.set_title(title, fontsize=8)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
 
 
 def save_gif(path, rows: torch.Tensor, fps: int = 4) -> None:

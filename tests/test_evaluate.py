@@ -1,0 +1,266 @@
+"""Sampling, prior swaps and the evaluation protocol."""
+import json
+
+import numpy as np
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from skimage.metrics import structural_similarity
+
+from models.priors import fixed_prior, learned_prior_of, swap_prior
+from svg_pyro.build import build_model
+from svg_pyro.config import preset
+from svg_pyro.evaluate import best_of_n, interval, main, summarize
+from svg_pyro.sampling import chunk_plan, generate, predict, sample_chunks, video_groups
+from svg_pyro.train import train
+
+N_PAST, N_FRAMES = 2, 5
+
+
+def built(model="svg-lp", seed=0):
+    pyro.set_rng_seed(seed)
+    svg, guide = build_model(preset("tiny", model=model))
+    svg.eval()
+    if isinstance(guide, torch.nn.Module):
+        guide.eval()
+    return svg, guide
+
+
+@pytest.fixture
+def context(tiny):
+    return tiny[3][:, :N_PAST]
+
+
+# ---------------------------------------------------------------------------------------------
+# the protocol on hand-made scores
+
+
+def test_best_of_n_picks_the_sample_with_the_best_average_over_predicted_frames():
+    # (samples, videos, steps)
+    scores = np.array([[[0.1, 0.3], [0.9, 0.7]],
+                       [[0.5, 0.1], [0.6, 0.6]],
+                       [[0.2, 0.2], [0.0, 1.0]]])
+    index, per_step = best_of_n(scores)
+    assert index.tolist() == [1, 0]  # video 0: averages .2 .3 .2; video 1: .8 .6 .5
+    np.testing.assert_allclose(per_step, [[0.5, 0.1], [0.9, 0.7]])  # not the per-step maxima
+    s = summarize(scores)
+    np.testing.assert_allclose(s["best"]["per_step"], [0.7, 0.4])
+    assert s["best"]["mean"] == pytest.approx(0.55)  # per-video averages .3 and .8
+    assert s["best"]["ci95"] == pytest.approx(1.96 * np.std([0.3, 0.8], ddof=1) / np.sqrt(2))
+    np.testing.assert_allclose(s["mean_of_n"]["per_step"], [(0.8 / 3 + 1.5 / 3) / 2, (0.6 / 3 + 2.3 / 3) / 2])
+    assert s["mean_of_n"]["mean"] == pytest.approx((0.7 / 3 + 1.9 / 3) / 2)
+
+
+def test_interval_of_one_video_is_zero():
+    mean, ci = interval(np.array([[0.4, 0.6]]))
+    np.testing.assert_allclose(mean, [0.4, 0.6])
+    np.testing.assert_allclose(ci, [0.0, 0.0])
+
+
+# ---------------------------------------------------------------------------------------------
+# prior swaps
+
+
+def _replay(model, guide_trace, context):
+    return poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(context, N_PAST, N_FRAMES)
+
+
+def shifted_prior(svg):
+    """Make the (untrained, nearly N(0, I)) learned prior visibly different: mean 2."""
+    with torch.no_grad():
+        svg.prior.net.mu.bias.fill_(2.0)
+    return svg
+
+
+def test_fixed_swap_gives_standard_normal_z_only_at_generation_steps(context):
+    svg, guide = built()
+    shifted_prior(svg)
+    with torch.no_grad():
+        guide_trace = poutine.trace(guide).get_trace(context, N_PAST)
+        own = _replay(svg.model, guide_trace, context)
+        swapped = _replay(swap_prior(fixed_prior, from_step=N_PAST)(svg.model), guide_trace, context)
+    for t in range(1, N_FRAMES):
+        fn, own_fn = swapped.nodes[f"z_{t}"]["fn"], own.nodes[f"z_{t}"]["fn"]
+        assert fn.batch_shape == own_fn.batch_shape and fn.event_shape == own_fn.event_shape == (4,)
+        if t >= N_PAST:  # generated: N(0, I) instead of the learned prior
+            assert torch.equal(fn.base_dist.loc, torch.zeros(4, 4))
+            assert torch.equal(fn.base_dist.scale, torch.ones(4, 4))
+            assert (own_fn.base_dist.loc - 2).abs().max() < 0.1
+        else:  # conditioning: z from the guide, prior untouched
+            assert torch.equal(swapped.nodes[f"z_{t}"]["value"], guide_trace.nodes[f"z_{t}"]["value"])
+            assert torch.allclose(fn.base_dist.loc, own_fn.base_dist.loc)
+
+
+def test_fixed_swap_through_predictive_draws_standard_normal_z(context):
+    svg, guide = built()
+    shifted_prior(svg)
+    z = predict(svg, guide, context, N_PAST, N_FRAMES, 100, prior="fixed")["z"]  # (S, B, T-1, z)
+    generated = z[:, :, N_PAST - 1:]
+    assert abs(generated.mean().item()) < 0.05 and abs(generated.std().item() - 1) < 0.05
+    own = predict(svg, guide, context, N_PAST, N_FRAMES, 100)["z"][:, :, N_PAST - 1:]
+    assert abs(own.mean().item() - 2) < 0.05  # without the swap: the learned prior, mean 2
+
+
+def test_learned_prior_of_another_model_runs_its_lstm_on_its_own_encodings(context):
+    svg, guide = built(seed=0)
+    other, _ = built(seed=1)
+    shifted_prior(other)
+    with torch.no_grad():
+        guide_trace = poutine.trace(guide).get_trace(context, N_PAST)
+        trace = _replay(learned_prior_of(other, context, N_PAST)(svg.model), guide_trace, context)
+        generated = trace.nodes["_RETURN"]["value"]  # means of x_1 .. x_4
+        frames = [context[:, 0], context[:, 1], generated[:, 1], generated[:, 2]]
+        state = None
+        for t in range(1, N_FRAMES):  # by hand: other's prior over other's encodings of x_0..x_{t-1}
+            prior, state = other.prior(other.encoder(frames[t - 1])[0], state)
+            fn = trace.nodes[f"z_{t}"]["fn"]
+            if t >= N_PAST:
+                torch.testing.assert_close(fn.base_dist.loc, prior.base_dist.loc)
+                torch.testing.assert_close(fn.base_dist.scale, prior.base_dist.scale)
+
+
+def test_learned_prior_of_the_model_itself_reproduces_its_own_samples(context):
+    svg, guide = built()
+    pyro.set_rng_seed(5)
+    own = predict(svg, guide, context, N_PAST, N_FRAMES, 3)
+    pyro.set_rng_seed(5)
+    via_handler = predict(svg, guide, context, N_PAST, N_FRAMES, 3, prior=svg)
+    torch.testing.assert_close(via_handler["z"], own["z"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(via_handler["frames"], own["frames"], atol=1e-4, rtol=1e-4)
+
+
+def test_swaps_that_cannot_work_are_refused(context):
+    svg, guide = built()
+    det, det_guide = built("det")
+    fp, _ = built("svg-fp")
+    with pytest.raises(ValueError, match="no latent z"):
+        predict(det, det_guide, context, N_PAST, N_FRAMES, 1, prior="fixed")
+    with pytest.raises(ValueError, match="SVG-LP"):
+        learned_prior_of(fp, context, N_PAST)
+    other = build_model(preset("tiny", z_dim=3))[0].eval()
+    with pytest.raises(ValueError, match="same z_dim"):
+        predict(svg, guide, context, N_PAST, N_FRAMES, 1, prior=other)
+
+
+# ---------------------------------------------------------------------------------------------
+# chunked sampling
+
+
+def test_chunks_tile_samples_by_videos_exactly_once():
+    videos = torch.rand(5, N_PAST, 1, 64, 64)
+    svg, guide = built()
+    seen = np.zeros((7, 5), int)
+    for chunk in sample_chunks(svg, guide, videos, N_PAST, N_FRAMES, 7, max_batch=3):
+        assert chunk.frames.shape[:2] == (chunk.samples.stop - chunk.samples.start,
+                                          chunk.videos.stop - chunk.videos.start)
+        assert chunk.frames.shape[0] * chunk.frames.shape[1] <= 3
+        seen[chunk.samples, chunk.videos] += 1
+    assert (seen == 1).all()
+    assert chunk_plan(256, 100, 256) == (2, 100)
+    assert chunk_plan(256, 1000, 256) == (1, 256)
+    assert chunk_plan(256, 100, 256, bn="train") == (2, 100)
+    assert chunk_plan(5, 300, 256, bn="train") == (2, 128)
+    assert video_groups(5, 2) == [(0, 2), (2, 4), (4, 5)]
+    assert video_groups(5, 2, bn="train") == [(0, 2), (2, 5)]  # batch statistics: no single video
+
+
+def test_batch_statistics_sampling_never_sees_a_single_video():
+    svg, guide = built()
+    videos = torch.rand(3, N_PAST, 1, 64, 64)
+    chunks = list(sample_chunks(svg, guide, videos, N_PAST, N_FRAMES, 3, max_batch=2, bn="train"))
+    assert all(c.videos.stop - c.videos.start >= 2 for c in chunks)
+    assert sum((c.videos.stop - c.videos.start) * (c.samples.stop - c.samples.start) for c in chunks) == 9
+
+
+def test_chunked_sampling_matches_unchunked(context):
+    det, det_guide = built("det")
+    whole = generate(det, det_guide, context, N_PAST, N_FRAMES, 3, max_batch=100)
+    chunked = generate(det, det_guide, context, N_PAST, N_FRAMES, 3, max_batch=1)
+    torch.testing.assert_close(chunked, whole)  # deterministic: equal whatever the chunks
+    assert torch.equal(whole[0], whole[2])
+    svg, guide = built()
+    whole = generate(svg, guide, context, N_PAST, N_FRAMES, 3, max_batch=100)
+    chunked = generate(svg, guide, context, N_PAST, N_FRAMES, 3, max_batch=2)
+    assert whole.shape == chunked.shape == (3, 4, N_FRAMES, 1, 64, 64)
+    for out in (whole, chunked):
+        assert torch.equal(out[:, :, :N_PAST], context.expand(3, *context.shape))
+        assert not torch.equal(out[0, :, N_PAST:], out[1, :, N_PAST:])  # samples differ
+
+
+def test_batch_statistics_mode_changes_samples_but_not_the_model(context):
+    svg, guide = built()
+    svg.train()
+    before = {k: v.clone() for k, v in svg.state_dict().items()}
+    pyro.set_rng_seed(0)
+    eval_mode = generate(svg, guide, context, N_PAST, N_FRAMES, 2, bn="eval")
+    pyro.set_rng_seed(0)
+    train_mode = generate(svg, guide, context, N_PAST, N_FRAMES, 2, bn="train")
+    assert not torch.allclose(eval_mode[:, :, N_PAST:], train_mode[:, :, N_PAST:], atol=1e-3)
+    assert svg.training and all(m.training for m in svg.modules())
+    for k, v in svg.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(ValueError, match="BatchNorm mode"):
+        generate(svg, guide, context, N_PAST, N_FRAMES, 1, bn="batch")
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    for model in ("svg-lp", "det"):
+        train(preset("tiny", model=model, steps=2, sample_every=10_000), root / model, progress=False)
+    return {m: str(root / m / "checkpoint.pt") for m in ("svg-lp", "det")}
+
+
+def test_cli_writes_the_documented_metrics(checkpoints, tmp_path, tiny_data):
+    out = tmp_path / "eval"
+    assert main(["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--samples", "3", "--videos", "5",
+                 "--horizon", "4", "--det-checkpoint", checkpoints["det"], "--batch", "4", "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    p = metrics["protocol"]
+    settings = (p["samples"], p["videos"], p["n_past"], p["horizon"], p["prior"], p["batchnorm"])
+    assert settings == (3, 5, 2, 4, "own", "eval")
+    assert "11x11 Gaussian" in p["metrics"]["ssim"]
+    assert metrics["time_steps"] == [2, 3, 4, 5]
+    assert set(metrics["results"]) == {"svg", "deterministic", "copy_last_frame"}
+    for key, result in metrics["results"].items():
+        assert result["samples"] == (3 if key == "svg" else 1)
+        for metric in ("ssim", "psnr"):
+            for kind in ("best", "mean_of_n"):
+                s = result[metric][kind]
+                assert len(s["per_step"]) == len(s["per_step_ci95"]) == 4
+                assert s["mean"] == pytest.approx(np.mean(s["per_step"]), rel=1e-5)
+        assert result["ssim"]["best"]["mean"] >= result["ssim"]["mean_of_n"]["mean"] - 1e-7
+    # copy-last-frame SSIM against scikit-image on the same test videos
+    config, _, test = tiny_data
+    reference = [[structural_similarity(test[v][N_PAST - 1, 0].double().numpy(), frame[0].double().numpy(),
+                                        gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                        data_range=1) for frame in test[v][N_PAST:]]
+                 for v in range(5)]
+    # the tiny test videos have 5 frames; the evaluation's have 6 and start the same way
+    copy = metrics["results"]["copy_last_frame"]["ssim"]["best"]["per_step"]
+    np.testing.assert_allclose(copy[:3], np.mean(reference, axis=0), atol=1e-5)
+    for name in ("per_step.png", "samples.png", "samples.gif", "table.md"):
+        assert (out / name).stat().st_size > 100
+    assert "copy last frame" in (out / "table.md").read_text()
+
+
+def test_cli_fixed_prior_and_errors(checkpoints, tmp_path, capsys):
+    out = tmp_path / "fixed"
+    assert main(["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--samples", "2", "--videos", "2",
+                 "--horizon", "2", "--prior", "fixed", "--no-progress"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["protocol"]["prior"] == "fixed N(0, I)"
+    capsys.readouterr()
+    assert main(["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out), "--no-progress"]) == 2
+    assert "--checkpoint: no checkpoint at" in capsys.readouterr().err
+    assert main(["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--videos", "100000", "--no-progress"]) == 2
+    assert "more test videos" in capsys.readouterr().err
+    assert main(["--checkpoint", checkpoints["det"], "--out", str(out), "--prior", "fixed", "--no-progress"]) == 2
+    assert "deterministic" in capsys.readouterr().err
+    assert main(["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--det-checkpoint",
+                 checkpoints["svg-lp"], "--videos", "2", "--samples", "1", "--horizon", "1", "--no-progress"]) == 2
+    assert "must be a deterministic model" in capsys.readouterr().err
