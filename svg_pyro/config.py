@@ -109,7 +109,7 @@ PRESETS: dict[str, dict] = {
                  sample_every=10),
     # The README's default: recognisable SM-MNIST predictions in under 20 minutes on 2 CPU cores.
     "smmnist-cpu": dict(width=16, g_dim=64, z_dim=10, rnn_size=128, batch_size=16,
-                        n_past=5, n_future=5, steps=1500, lr=2e-3, log_every=10,
+                        n_past=5, n_future=5, steps=3000, lr=2e-3, log_every=10,
                         checkpoint_every=250, sample_every=500),
     # Supplement study (trajectory distributions): 1 digit, non-uniform velocities, on a CPU.
     "smmnist-1digit-cpu": dict(num_digits=1, velocity="nonuniform", width=16, g_dim=64, z_dim=10,

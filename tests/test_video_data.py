@@ -406,3 +406,21 @@ def test_training_runs_on_prepared_kth(kth, tmp_path):
     assert [m["step"] for m in metrics][-1] == 2
     assert all(np.isfinite(m["loss"]) for m in metrics)
     assert (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_evaluation_runs_on_prepared_kth(kth, tmp_path):
+    from svg_pyro.evaluate import evaluate
+    from svg_pyro.train import train
+
+    _, store, _ = kth
+    config = kth_config(store, width=4, g_dim=8, z_dim=2, rnn_size=8, batch_size=2, n_past=2,
+                        n_future=2, steps=1, checkpoint_every=1, sample_every=1000)
+    train(config, tmp_path / "run", progress=False)
+    metrics = evaluate(tmp_path / "run" / "checkpoint.pt", tmp_path / "eval", samples=2, videos=4, horizon=3,
+                       device="cpu", progress=False)
+    assert metrics["protocol"]["dataset"] == "kth" and metrics["time_steps"] == [2, 3, 4]
+    for name in ("svg", "copy_last_frame"):
+        for metric in ("ssim", "psnr"):
+            best = metrics["results"][name][metric]["best"]
+            assert len(best["per_step"]) == 3 and np.isfinite(best["mean"])
+    assert (tmp_path / "eval" / "metrics.json").exists()
