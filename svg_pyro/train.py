@@ -38,19 +38,12 @@ class TrainingDiverged(RuntimeError):
 
 
 def _write_samples(out: Path, step: int, config: Config, svg, guide, test_videos) -> None:
-    """Grid and GIF of ground truth vs samples on fixed test videos (eval-mode BatchNorm)."""
-    was_training = svg.training
-    svg.eval()
-    if isinstance(guide, torch.nn.Module):
-        guide.eval()
+    """Grid and GIF of ground truth vs samples on fixed test videos (BatchNorm running statistics)."""
     n_frames = test_videos.shape[1]
     cuda = [test_videos.device.index or 0] if test_videos.is_cuda else []
     with torch.random.fork_rng(devices=cuda), poutine.block():
         torch.manual_seed(SAMPLE_SEED)
-        samples = generate(svg, guide, test_videos, config.n_past, n_frames, SAMPLES_PER_VIDEO)
-    svg.train(was_training)
-    if isinstance(guide, torch.nn.Module):
-        guide.train(was_training)
+        samples = generate(svg, guide, test_videos, config.n_past, n_frames, SAMPLES_PER_VIDEO, bn="eval")
     rows, labels = [], []
     for v in range(test_videos.shape[0]):
         rows.append(test_videos[v])
