@@ -29,7 +29,6 @@ from svg_pyro.smmnist import DIGIT_SIZE, SPEEDS, StochasticMovingMNIST, allowed_
 WALLS = (None, "top", "bottom", "left", "right")
 HALF = 4  # the generator's speeds are -4..4
 DETERMINISTIC_STEPS = 2  # predicted steps before the first random one in the chosen trajectory
-VIDEOS_PER_CALL = 100  # videos generated per network call
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,23 +297,19 @@ def sample_positions(svg, guide, videos: torch.Tensor, templates: torch.Tensor, 
                      num_samples: int, bar=None) -> np.ndarray:
     """Digit positions (num_samples, K, T, 2) in generated futures of ``videos`` (K, T, 1, H, W).
 
-    Samples are drawn by repeating the videos along the batch (z is independent per batch entry),
-    ``VIDEOS_PER_CALL`` videos per call, and reduced to positions right away.
+    Futures come from ``sample_chunks`` (bounded memory) and are reduced to positions chunk by chunk.
     """
-    from svg_pyro.sampling import generate
+    from svg_pyro.sampling import sample_chunks
 
     k, n_frames = videos.shape[:2]
-    device = next(svg.parameters()).device
-    per_call = max(1, VIDEOS_PER_CALL // k)
-    out = []
-    for start in range(0, num_samples, per_call):
-        reps = min(per_call, num_samples - start)
-        batch = videos.repeat(reps, 1, 1, 1, 1).to(device)
-        frames = generate(svg, guide, batch, n_past, n_frames, 1)[0].reshape(reps, k, *videos.shape[1:])
-        out.append(torch.stack([extract_positions(frames[:, d], templates[d]) for d in range(k)], dim=1))
+    out = torch.empty(num_samples, k, n_frames, 2, dtype=torch.long)
+    for chunk in sample_chunks(svg, guide, videos, n_past, n_frames, num_samples):
+        frames = chunk.frames.cpu()
+        for j, d in enumerate(range(k)[chunk.videos]):
+            out[chunk.samples, d] = extract_positions(frames[:, j], templates[d])
         if bar is not None:
-            bar.update(reps * k)
-    return torch.cat(out).numpy()
+            bar.update(frames.shape[0] * frames.shape[1])
+    return out.numpy()
 
 
 def load_study_model(path, role: str | None, device):
