@@ -3,9 +3,14 @@ plain-torch loss on the same networks, optimizer and batch. Prints a Markdown ta
 
     python benchmarks/train_step.py --presets tiny smmnist-cpu --repeats 20
     python benchmarks/train_step.py --presets smmnist --device cuda   # reference size, on a GPU
+    python benchmarks/train_step.py --presets smmnist-cpu smmnist-cpu:n_future=5,elbo=trace
+
+A preset may carry overrides after a colon (``NAME:key=value,...``), to time two versions of a
+configuration against each other in the same run.
 
 The three variants run interleaved, round-robin, so machine noise hits them alike; the ratio
-column (Pyro time / plain-torch time) is the Pyro overhead.
+column (Pyro time / plain-torch time) is the Pyro overhead. With ``--rounds R`` the presets take
+turns R times and each row is the median over all rounds.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import torch
 from pyro.infer import SVI
 
 from svg_pyro.build import build_model, resolve_device
-from svg_pyro.config import preset
+from svg_pyro.config import Config, preset
 from svg_pyro.datasets import make_datasets, training_batch
 from svg_pyro.objective import make_elbo, plain_negative_elbo
 
@@ -28,8 +33,22 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def parse_preset(spec: str, batch_size: int | None) -> Config:
+    """``NAME`` or ``NAME:key=value,...`` -> the preset's config with those overrides."""
+    name, _, rest = spec.partition(":")
+    overrides = {"batch_size": batch_size} if batch_size else {}
+    defaults = Config()
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        if not hasattr(defaults, key):
+            raise SystemExit(f"error: {spec!r}: {key!r} is not a configuration field")
+        kind = type(getattr(defaults, key))
+        overrides[key] = value if kind in (str, type(None)) else kind(value)
+    return preset(name, **overrides)
+
+
 def bench(name: str, device: torch.device, repeats: int, warmup: int, batch_size: int | None):
-    config = preset(name, **({"batch_size": batch_size} if batch_size else {}))
+    config = parse_preset(name, batch_size)
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     svg, guide = build_model(config)
@@ -63,13 +82,8 @@ def bench(name: str, device: torch.device, repeats: int, warmup: int, batch_size
             _sync(device)
             if i >= warmup:
                 times[label].append(time.perf_counter() - t0)
-    base = statistics.median(times["plain torch"])
-    frames = config.batch_size * config.frames_per_video
     params_m = sum(p.numel() for p in params) / 1e6
-    for label, ts in times.items():
-        med = statistics.median(ts)
-        print(f"| {name} | {params_m:.2f} M | {config.batch_size} | {label} | {med * 1e3:.1f} | "
-              f"{frames / med:.0f} | {med / base:.3f} |", flush=True)
+    return times, (params_m, config.batch_size, config.batch_size * config.frames_per_video)
 
 
 def main():
@@ -79,14 +93,28 @@ def main():
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--batch-size", type=int, help="override the presets' batch size")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="alternate the presets this many times (repeats each), so that slow spells of a "
+                        "shared machine hit every preset alike")
     args = p.parse_args()
     device = resolve_device(args.device)
     print(f"device: {device}, torch {torch.__version__}, pyro {pyro.__version__}, "
           f"threads {torch.get_num_threads()}")
     print("| preset | params | batch | step | ms/step (median) | frames/s | x plain torch |")
     print("|---|---|---|---|---|---|---|")
+    times, meta = {}, {}
+    for _ in range(args.rounds):
+        for name in args.presets:
+            got, meta[name] = bench(name, device, args.repeats, args.warmup, args.batch_size)
+            for label, ts in got.items():
+                times.setdefault(name, {}).setdefault(label, []).extend(ts)
     for name in args.presets:
-        bench(name, device, args.repeats, args.warmup, args.batch_size)
+        params_m, batch, frames = meta[name]
+        base = statistics.median(times[name]["plain torch"])
+        for label, ts in times[name].items():
+            med = statistics.median(ts)
+            print(f"| {name} | {params_m:.2f} M | {batch} | {label} | {med * 1e3:.1f} | "
+                  f"{frames / med:.0f} | {med / base:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ For frames x_0..x_{T-1} and each step t = 1..T-1, with h_{t-1} = Enc(x_{t-1}):
     g_t = LSTM_theta([h_{t-1}, z_t])
     x_t ~ N(Dec(g_t, skips), sigma^2 I)     site "x_{t}", observed when the frame is given
 
-Skips come from the last conditioning frame, x_{min(t-1, n_past-1)}: the paper's choice (the
-reference code uses x_{n_past-2}, an off-by-one). Given fewer observed frames than ``n_frames``,
+Skips come from the previous frame x_{t-1} during conditioning, then from one fixed conditioning
+frame (``SVG.skip_index``): x_{n_past-1} as the paper says, or x_{n_past-2} as the reference code
+does (``Config.skip_frame``). Given fewer observed frames than ``n_frames``,
 the model generates the rest, feeding its mean prediction back (as the reference generator does).
 """
 from __future__ import annotations
@@ -32,12 +33,14 @@ def broadcast_cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 class SVG(nn.Module):
     def __init__(self, encoder: Encoder, decoder: Decoder, predictor: LSTM, prior: nn.Module | None,
-                 frame_shape: tuple[int, int, int], obs_scale: float, kl_weight: float = 1.0):
+                 frame_shape: tuple[int, int, int], obs_scale: float, kl_weight: float = 1.0,
+                 skip_frame: str = "last"):
         super().__init__()
         self.encoder, self.decoder, self.predictor, self.prior = encoder, decoder, predictor, prior
         self.frame_shape = tuple(frame_shape)
         self.obs_scale = float(obs_scale)
         self.kl_weight = float(kl_weight)
+        self.skip_lag = {"last": 0, "second-last": 1}[skip_frame]
         self._encodings = None  # cache, alive only inside share_encodings()
 
     @classmethod
@@ -55,7 +58,7 @@ class SVG(nn.Module):
             prior, z_dim = LearnedPrior(c.g_dim, c.z_dim, c.rnn_size, c.prior_layers), c.z_dim
         predictor = LSTM(c.g_dim + z_dim, c.g_dim, c.rnn_size, c.predictor_layers)
         svg = cls(encoder, decoder, predictor, prior, (c.channels, c.image_size, c.image_size),
-                  c.likelihood_scale, c.kl_weight)
+                  c.likelihood_scale, c.kl_weight, c.skip_frame)
         svg.apply(init_weights)
         return svg
 
@@ -66,6 +69,11 @@ class SVG(nn.Module):
     @property
     def g_dim(self) -> int:
         return self.encoder.head[0].out_channels
+
+    def skip_index(self, t: int, n_past: int) -> int:
+        """Index of the frame whose skips the decoder gets at step t: the previous frame during
+        conditioning, then a fixed conditioning frame (the last, or the second-last)."""
+        return max(0, min(t - 1, n_past - 1 - self.skip_lag))
 
     # -- encodings ------------------------------------------------------------------------------
 
@@ -114,8 +122,8 @@ class SVG(nn.Module):
                         z = pyro.sample(f"z_{t}", prior)
                     predictor_input = broadcast_cat(h_prev, z)
                 g, predictor_state = self.predictor(predictor_input, predictor_state)
-                skip_frame = min(t - 1, n_past - 1)
-                x_hat = self.decoder(g, [s[:, skip_frame] for s in skips_obs])
+                skip = self.skip_index(t, n_past)
+                x_hat = self.decoder(g, [s[:, skip] for s in skips_obs])
                 frame = videos[:, t] if t < observed else None
                 pyro.sample(f"x_{t}", dist.Normal(x_hat, self.obs_scale).to_event(3), obs=frame)
                 predictions.append(x_hat)

@@ -13,6 +13,7 @@ MODELS = ("svg-lp", "svg-fp", "det")
 ELBOS = ("trace", "meanfield")
 ARCHS = ("dcgan", "vgg")
 DATASETS = ("smmnist", "kth", "bair")
+SKIP_FRAMES = ("last", "second-last")
 
 
 @dataclass
@@ -38,11 +39,18 @@ class Config:
     predictor_layers: int = 2
     posterior_layers: int = 1
     prior_layers: int = 1
+    # Frame whose encoder features feed the decoder's skip connections after the conditioning
+    # steps: "last" = x_{n_past-1} (the paper's text), "second-last" = x_{n_past-2} (the reference
+    # code). Before that, step t always takes x_{t-1}.
+    skip_frame: str = "last"
     # objective
     beta: float = 1e-4  # reference KL weight of the MSE loss; sets the likelihood scale below
     obs_scale: float | None = None  # std of the Gaussian frame likelihood; None = sqrt(beta * D / 2)
     kl_weight: float = 1.0  # poutine.scale on the z sites (1 = a true ELBO)
-    elbo: str = "trace"
+    # "meanfield": TraceMeanField_ELBO, the analytic KL of the reference code. "trace": Trace_ELBO,
+    # whose sampled KL makes the posterior's gradient ~100x noisier, so that under Adam the latent
+    # stays unused for thousands of steps (docs/latent.md).
+    elbo: str = "meanfield"
     # optimisation
     lr: float = 2e-3
     batch_size: int = 100
@@ -77,6 +85,7 @@ class Config:
         check(self.dataset in DATASETS, f"dataset {self.dataset!r} is unknown; choose one of {DATASETS}")
         check(self.image_size in (64, 128), f"image_size must be 64 or 128, not {self.image_size}")
         check(self.velocity in ("uniform", "nonuniform"), "velocity must be 'uniform' or 'nonuniform'")
+        check(self.skip_frame in SKIP_FRAMES, f"skip_frame must be one of {SKIP_FRAMES}, not {self.skip_frame!r}")
         check(self.n_past >= 1 and self.n_future >= 1, "n_past and n_future must be at least 1")
         for name in ("width", "g_dim", "z_dim", "rnn_size", "batch_size", "steps",
                      "predictor_layers", "posterior_layers", "prior_layers"):
@@ -93,13 +102,13 @@ class Config:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown configuration keys {unknown}; was this written by a newer svg-pyro?")
-        return cls(**values)
+        return cls(**{"skip_frame": "last", **values})  # runs saved before the setting existed used "last"
 
 
-# Fields that define the networks and the objective: a checkpoint only fits a run that agrees on them.
+# Fields that define the networks and the model's function: a checkpoint only fits a run that agrees on them.
 ARCHITECTURE_FIELDS = (
     "dataset", "image_size", "channels", "model", "arch", "width", "g_dim", "z_dim", "rnn_size",
-    "predictor_layers", "posterior_layers", "prior_layers",
+    "predictor_layers", "posterior_layers", "prior_layers", "skip_frame",
 )
 
 PRESETS: dict[str, dict] = {

@@ -59,14 +59,19 @@ def best_of_n(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return best, scores[best, np.arange(scores.shape[1])]
 
 
-def summarize(scores: np.ndarray) -> dict:
-    """Best-of-N and mean-of-N summaries of one metric's scores (samples, videos, steps)."""
+def summarize(scores: np.ndarray, window: slice | None = None) -> dict:
+    """Best-of-N and mean-of-N summaries of one metric's scores (samples, videos, steps); with
+    ``window`` (a slice of steps), also the mean and interval of each video's average over it
+    (the best sample is still the best over all predicted steps)."""
     out = {}
     for name, per_step in (("best", best_of_n(scores)[1]), ("mean_of_n", scores.mean(axis=0))):
         mean, ci = interval(per_step.mean(axis=1))
         step_mean, step_ci = interval(per_step)
         out[name] = {"mean": float(mean), "ci95": float(ci),
                      "per_step": step_mean.tolist(), "per_step_ci95": step_ci.tolist()}
+        if window is not None:
+            w_mean, w_ci = interval(per_step[:, window].mean(axis=1))
+            out[name]["window"] = {"mean": float(w_mean), "ci95": float(w_ci)}
     return out
 
 
@@ -145,8 +150,10 @@ def evaluate(checkpoint, out, *, samples: int = 100, videos: int = 256, n_past: 
              horizon: int | None = None, prior: str = "learned", prior_checkpoint=None,
              det_checkpoint=None, device: str = "auto", bn: str = "eval",
              max_batch: int = DEFAULT_MAX_BATCH, seed: int = 0, data_root: str | None = None,
-             mnist_root: str | None = None, progress: bool = True) -> dict:
-    """Run the protocol (module doc) and write its outputs to ``out``; returns metrics.json's dict."""
+             mnist_root: str | None = None, window: tuple[int, int] | None = None,
+             progress: bool = True) -> dict:
+    """Run the protocol (module doc) and write its outputs to ``out``; returns metrics.json's dict.
+    ``window`` = (first, last) frame index: also summarise each video's scores over those frames."""
     if prior not in ("learned", "fixed"):
         raise ValueError(f"--prior must be 'learned' or 'fixed', not {prior!r}")
     if prior == "fixed" and prior_checkpoint is not None:
@@ -165,6 +172,10 @@ def evaluate(checkpoint, out, *, samples: int = 100, videos: int = 256, n_past: 
     if n_past < 1 or horizon < 1:
         raise ValueError(f"--n-past ({n_past}) and --horizon ({horizon}) must be at least 1")
     n_frames = n_past + horizon
+    if window is not None and not n_past <= window[0] <= window[1] < n_frames:
+        raise ValueError(f"--window {window[0]} {window[1]} must lie within the predicted frames "
+                         f"{n_past}..{n_frames - 1}; lower it or raise --horizon")
+    steps = None if window is None else slice(window[0] - n_past, window[1] - n_past + 1)
     _, test_set = make_datasets(config, split_lengths=(config.frames_per_video, n_frames))
     if videos > len(test_set):
         raise ValueError(f"--videos {videos} asks for more test videos than the {config.dataset} test "
@@ -212,14 +223,14 @@ def evaluate(checkpoint, out, *, samples: int = 100, videos: int = 256, n_past: 
     labels["copy_last_frame"] = "copy last frame"
 
     results = {key: {"label": labels[key], "samples": int(next(iter(s.values())).shape[0]),
-                     **{name: summarize(values) for name, values in s.items()}}
+                     **{name: summarize(values, steps) for name, values in s.items()}}
                for key, s in scores.items()}
     metrics = {
         "protocol": {
             "checkpoint": str(checkpoint), "step": step, "model": config.model, "dataset": config.dataset,
             "samples": samples, "videos": videos, "n_past": n_past, "horizon": horizon,
             "prior": prior_label, "batchnorm": bn, "seed": seed, "device": str(torch_device),
-            "max_batch": max_batch, "det_checkpoint": None if det_checkpoint is None else str(det_checkpoint),
+            "max_batch": max_batch, "window": None if window is None else list(window), "det_checkpoint": None if det_checkpoint is None else str(det_checkpoint),
             "metrics": describe(),
             "selection": "per metric and video, the sample with the highest score averaged over the "
                          "predicted frames (conditioning frames excluded)",
@@ -245,10 +256,19 @@ def markdown_table(metrics: dict) -> str:
              f"{p['samples']} samples per video (mean over videos +- 95% interval)", "",
              "| model | SSIM best | SSIM mean-of-N | PSNR best | PSNR mean-of-N |",
              "| --- | --- | --- | --- | --- |"]
+    window = p.get("window")
+    if window:
+        lines[-2] = lines[-2] + f" SSIM best, frames {window[0]}-{window[1]} | PSNR best, frames {window[0]}-{window[1]} |"
+        lines[-1] = lines[-1] + " --- | --- |"
+
+    def cell(summary, metric):
+        digits = 4 if metric == "ssim" else 2
+        return f"{summary['mean']:.{digits}f} +- {summary['ci95']:.{digits}f}"
+
     for r in metrics["results"].values():
-        cells = [f"{r[m][k]['mean']:.4f} +- {r[m][k]['ci95']:.4f}" if m == "ssim"
-                 else f"{r[m][k]['mean']:.2f} +- {r[m][k]['ci95']:.2f}"
-                 for m in ("ssim", "psnr") for k in ("best", "mean_of_n")]
+        cells = [cell(r[m][k], m) for m in ("ssim", "psnr") for k in ("best", "mean_of_n")]
+        if window:
+            cells += [cell(r[m]["best"]["window"], m) for m in ("ssim", "psnr")]
         lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -275,6 +295,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="BatchNorm at sampling time: eval = running statistics, train = batch statistics")
     p.add_argument("--batch", type=int, default=DEFAULT_MAX_BATCH, help="(sample, video) rows per forward pass")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--window", type=int, nargs=2, metavar=("FIRST", "LAST"),
+                   help="also report best-of-N averaged over these frame indices (e.g. 10 20)")
     p.add_argument("--data-root", help="prepared KTH/BAIR store, if it moved since training")
     p.add_argument("--mnist-root", help="MNIST IDX files, if they moved since training")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -289,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                            prior_checkpoint=args.prior_checkpoint, det_checkpoint=args.det_checkpoint,
                            device=args.device, bn=args.bn, max_batch=args.batch, seed=args.seed,
                            data_root=args.data_root, mnist_root=args.mnist_root,
+                           window=None if args.window is None else tuple(args.window),
                            progress=not args.no_progress)
     except (CheckpointError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -41,6 +41,11 @@ def loss_terms(model_trace, guide_trace) -> dict:
     return {"mse": sum(mse_t), "kl": sum(kl_t), "mse_t": mse_t, "kl_t": kl_t}
 
 
+def kl_per_step(terms: dict) -> float:
+    """KL(q || p) in nats per transition, averaged over steps and videos (the latent's use)."""
+    return terms["kl"] / max(len(terms["kl_t"]), 1)
+
+
 def reference_loss(terms: dict, beta: float) -> float:
     return terms["mse"] + beta * terms["kl"]
 
@@ -71,6 +76,35 @@ def plain_negative_elbo(svg, posterior, videos: torch.Tensor, n_past: int) -> to
             total = total + svg.kl_weight * kl.sum()
             predictor_input = torch.cat([h_prev, z], -1)
         g, predictor_state = svg.predictor(predictor_input, predictor_state)
-        x_hat = svg.decoder(g, [s[:, min(t - 1, n_past - 1)] for s in skips])
+        x_hat = svg.decoder(g, [s[:, svg.skip_index(t, n_past)] for s in skips])
         total = total + gaussian_nll(videos[:, t], x_hat, svg.obs_scale).sum()
     return total
+
+
+def reference_step_loss(svg, posterior, videos: torch.Tensor, n_past: int, beta: float):
+    """The reference code's training loss, transcribed in plain torch on this project's networks.
+
+    Unlike the ELBO above it encodes frame by frame (BatchNorm statistics of each step's B frames,
+    and the target frame encoded a second time for the posterior), keeps the skips of x_{t-1} only
+    while t < n_past (so x_{n_past-2} afterwards), and is in reference units: sum over steps of
+    mean-pixel MSE + beta * KL, KL summed over z dims and averaged over the batch.
+    Returns (loss, mse_t, kl_t) with per-step lists of floats."""
+    mse_t, kl_t = [], []
+    loss = videos.new_zeros(())
+    prior_state = predictor_state = posterior_state = None
+    skips = None
+    for t in range(1, videos.shape[1]):
+        h_prev, prev_skips = svg.encoder(videos[:, t - 1])
+        h_target, _ = svg.encoder(videos[:, t])
+        if t < n_past or skips is None:
+            skips = prev_skips
+        mu, sigma, posterior_state = posterior.net(h_target, posterior_state)
+        z = mu + sigma * torch.randn_like(mu)
+        p_mu, p_sigma, prior_state = svg.prior.net(h_prev, prior_state)
+        kl = (torch.log(p_sigma / sigma) + (sigma**2 + (mu - p_mu) ** 2) / (2 * p_sigma**2) - 0.5).sum(-1).mean()
+        g, predictor_state = svg.predictor(torch.cat([h_prev, z], -1), predictor_state)
+        mse = torch.nn.functional.mse_loss(svg.decoder(g, skips), videos[:, t])
+        loss = loss + mse + beta * kl
+        mse_t.append(mse.item())
+        kl_t.append(kl.item())
+    return loss, mse_t, kl_t

@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 from svg_pyro.build import build_model, resolve_device
 from svg_pyro.checkpoint import (CheckpointError, check_compatible, load_checkpoint,
                                  save_checkpoint)
-from svg_pyro.config import MODELS, PRESETS, Config, preset
+from svg_pyro.config import MODELS, PRESETS, SKIP_FRAMES, Config, preset
 from svg_pyro.datasets import check_video_values, make_datasets, training_batch
-from svg_pyro.objective import loss_terms, make_elbo, reference_loss
+from svg_pyro.objective import kl_per_step, loss_terms, make_elbo, reference_loss
 from svg_pyro.plots import save_gif, save_video_grid
 from svg_pyro.sampling import generate
 
@@ -130,13 +130,13 @@ def train(config: Config, out, resume: bool = False, progress: bool = True) -> l
                 terms = loss_terms(traced_model.trace, traced_guide.trace)
                 now = time.perf_counter()
                 row = {"step": done, "loss": loss / config.batch_size, "mse": terms["mse"],
-                       "kl": terms["kl"], "reference_loss": reference_loss(terms, config.beta),
-                       "seconds": now - tick}
+                       "kl": terms["kl"], "kl_per_step": kl_per_step(terms), "kl_t": terms["kl_t"],
+                       "reference_loss": reference_loss(terms, config.beta), "seconds": now - tick}
                 tick = now
                 rows.append(row)
                 log.write(json.dumps(row) + "\n")
                 log.flush()
-                bar.set_postfix(loss=f"{row['loss']:.4g}", mse=f"{row['mse']:.4f}", kl=f"{row['kl']:.3g}",
+                bar.set_postfix(loss=f"{row['loss']:.4g}", mse=f"{row['mse']:.4f}", kl_step=f"{row['kl_per_step']:.3g}",
                                 fps=f"{frames_per_step * config.log_every / max(row['seconds'], 1e-9):.0f}")
             if done % config.checkpoint_every == 0 or done == config.steps:
                 checkpoint(done)
@@ -159,7 +159,8 @@ def _parser() -> argparse.ArgumentParser:
                         "checkpoint's own); the options below override it")
     p.add_argument("--model", choices=MODELS, help="svg-lp: learned prior; svg-fp: N(0, I) prior; det: no z")
     p.add_argument("--elbo", choices=("trace", "meanfield"),
-                   help="trace: Trace_ELBO (sampled KL); meanfield: TraceMeanField_ELBO (analytic KL)")
+                   help="meanfield: TraceMeanField_ELBO (analytic KL, as the reference code); trace: Trace_ELBO "
+                        "(sampled KL; the latent turns on far later, see docs/latent.md)")
     p.add_argument("--steps", type=int, help="total SVI steps (including those of a resumed run)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -173,6 +174,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--velocity", choices=("uniform", "nonuniform"))
     p.add_argument("--kl-weight", type=float)
     p.add_argument("--beta", type=float)
+    p.add_argument("--skip-frame", choices=SKIP_FRAMES,
+                   help="conditioning frame whose features feed the decoder's skips after the "
+                        "conditioning steps: last = x[n_past-1], second-last = x[n_past-2]")
     for name in ("image-size", "width", "g-dim", "z-dim", "rnn-size", "n-past", "n-future",
                  "log-every", "checkpoint-every", "sample-every"):
         p.add_argument(f"--{name}", type=int)

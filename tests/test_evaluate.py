@@ -50,6 +50,10 @@ def test_best_of_n_picks_the_sample_with_the_best_average_over_predicted_frames(
     assert s["best"]["ci95"] == pytest.approx(1.96 * np.std([0.3, 0.8], ddof=1) / np.sqrt(2))
     np.testing.assert_allclose(s["mean_of_n"]["per_step"], [(0.8 / 3 + 1.5 / 3) / 2, (0.6 / 3 + 2.3 / 3) / 2])
     assert s["mean_of_n"]["mean"] == pytest.approx((0.7 / 3 + 1.9 / 3) / 2)
+    # a window of steps keeps the sample chosen over all steps: video 0 -> sample 1, video 1 -> sample 0
+    w = summarize(scores, slice(1, 2))["best"]["window"]
+    assert w["mean"] == pytest.approx((0.1 + 0.7) / 2)
+    assert w["ci95"] == pytest.approx(1.96 * np.std([0.1, 0.7], ddof=1) / np.sqrt(2))
 
 
 def test_interval_of_one_video_is_zero():
@@ -219,7 +223,8 @@ def checkpoints(tmp_path_factory):
 def test_cli_writes_the_documented_metrics(checkpoints, tmp_path, tiny_data):
     out = tmp_path / "eval"
     assert main(["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--samples", "3", "--videos", "5",
-                 "--horizon", "4", "--det-checkpoint", checkpoints["det"], "--batch", "4", "--no-progress"]) == 0
+                 "--horizon", "4", "--det-checkpoint", checkpoints["det"], "--batch", "4", "--window", "3", "4",
+                 "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     p = metrics["protocol"]
     settings = (p["samples"], p["videos"], p["n_past"], p["horizon"], p["prior"], p["batchnorm"])
@@ -234,6 +239,8 @@ def test_cli_writes_the_documented_metrics(checkpoints, tmp_path, tiny_data):
                 s = result[metric][kind]
                 assert len(s["per_step"]) == len(s["per_step_ci95"]) == 4
                 assert s["mean"] == pytest.approx(np.mean(s["per_step"]), rel=1e-5)
+                if kind == "best":  # frames 3-4 are steps 1-2 of the 4 predicted ones
+                    assert s["window"]["mean"] == pytest.approx(np.mean(s["per_step"][1:3]), rel=1e-5)
         assert result["ssim"]["best"]["mean"] >= result["ssim"]["mean_of_n"]["mean"] - 1e-7
     # copy-last-frame SSIM against scikit-image on the same test videos
     config, _, test = tiny_data
@@ -247,6 +254,7 @@ def test_cli_writes_the_documented_metrics(checkpoints, tmp_path, tiny_data):
     for name in ("per_step.png", "samples.png", "samples.gif", "table.md"):
         assert (out / name).stat().st_size > 100
     assert "copy last frame" in (out / "table.md").read_text()
+    assert "SSIM best, frames 3-4" in (out / "table.md").read_text()
 
 
 def test_cli_fixed_prior_and_errors(checkpoints, tmp_path, capsys):
@@ -259,6 +267,9 @@ def test_cli_fixed_prior_and_errors(checkpoints, tmp_path, capsys):
     assert "--checkpoint: no checkpoint at" in capsys.readouterr().err
     assert main(["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--videos", "100000", "--no-progress"]) == 2
     assert "more test videos" in capsys.readouterr().err
+    assert main(["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--horizon", "4", "--window", "1", "3",
+                 "--no-progress"]) == 2
+    assert "--window 1 3 must lie within the predicted frames 2..5" in capsys.readouterr().err
     assert main(["--checkpoint", checkpoints["det"], "--out", str(out), "--prior", "fixed", "--no-progress"]) == 2
     assert "deterministic" in capsys.readouterr().err
     assert main(["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--det-checkpoint",

@@ -1,10 +1,12 @@
 """The Pyro model's structure: skips, generation and the swappable prior."""
 import pyro
+import pytest
 import torch
 from pyro import poutine
 
 from svg_pyro.build import build_model
 from svg_pyro.config import preset
+from svg_pyro.datasets import training_batch
 from svg_pyro.sampling import generate
 
 
@@ -21,18 +23,24 @@ def _record_skip_sources(svg, monkeypatch):
     return seen
 
 
-def test_skips_come_from_the_last_conditioning_frame(tiny, monkeypatch):
-    config, svg, guide, batch = tiny
+@pytest.mark.parametrize("skip_frame,fixed_frame", [("last", 2), ("second-last", 1)])
+def test_skips_come_from_the_previous_frame_then_a_fixed_conditioning_frame(tiny_data, monkeypatch,
+                                                                           skip_frame, fixed_frame):
+    config, train_set, _ = tiny_data
+    svg, guide = build_model(preset("tiny", skip_frame=skip_frame))
+    batch = training_batch(train_set, 0, 0, config.batch_size)
     svg.eval()
     h, skips = svg.encoder(batch)
     seen = _record_skip_sources(svg, monkeypatch)
-    n_past = 3
+    n_past = 3  # 5 frames: steps 1, 2 take x_0, x_1; then x_2 (paper) or x_1 (reference code)
     with torch.no_grad():
         svg.encode = lambda videos: (h, skips)  # pin the encodings so we can match them
         poutine.trace(poutine.replay(svg.model, trace=poutine.trace(guide).get_trace(batch, n_past))).get_trace(
             batch, n_past)
-    for t, got in enumerate(seen, start=1):
-        torch.testing.assert_close(got, skips[0][:, min(t - 1, n_past - 1)])
+    expected = [0, 1] + [fixed_frame] * (batch.shape[1] - n_past)
+    assert len(seen) == len(expected)
+    for got, frame in zip(seen, expected):
+        torch.testing.assert_close(got, skips[0][:, frame])
 
 
 def test_generation_feeds_back_and_uses_the_prior_after_the_context(tiny):

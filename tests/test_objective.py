@@ -10,7 +10,7 @@ from pyro.util import check_model_guide_match, check_site_shape
 
 from svg_pyro.build import build_model
 from svg_pyro.config import preset
-from svg_pyro.objective import loss_terms, make_elbo, plain_negative_elbo
+from svg_pyro.objective import loss_terms, make_elbo, plain_negative_elbo, reference_step_loss
 from tests.conftest import run_model_and_guide
 
 
@@ -24,7 +24,7 @@ def reference_loss_by_hand(svg, guide, videos, n_past, zs, beta):
         mu_p, sig_p, prior_state = svg.prior.net(h[:, t - 1], prior_state)
         kl = kl + (torch.log(sig_p / sig_q) + (sig_q**2 + (mu_q - mu_p) ** 2) / (2 * sig_p**2) - 0.5).sum(-1).mean()
         g, pred_state = svg.predictor(torch.cat([h[:, t - 1], zs[t]], -1), pred_state)
-        x_hat = svg.decoder(g, [s[:, min(t - 1, n_past - 1)] for s in skips])
+        x_hat = svg.decoder(g, [s[:, svg.skip_index(t, n_past)] for s in skips])
         mse = mse + ((x_hat - videos[:, t]) ** 2).mean(dim=(1, 2, 3)).mean()
     return (mse + beta * kl).item()
 
@@ -53,6 +53,28 @@ def test_plain_torch_twin_matches_pyro(tiny):
     torch.manual_seed(3)  # same z draws: both take one standard normal per step, in step order
     plain = plain_negative_elbo(svg, guide, batch, config.n_past).item()
     assert plain == pytest.approx(pyro_loss, rel=1e-5)
+
+
+def test_reference_step_transcription_equals_the_elbo_in_reference_units(tiny_data):
+    """The reference code's step (frame-by-frame encoding, skips frozen at x_{n_past-2}) and Pyro's
+    -ELBO with skip_frame="second-last" are the same objective: loss = (-ELBO / B - const) * beta."""
+    config, train_set, _ = tiny_data
+    config = preset("tiny", skip_frame="second-last", n_past=3)
+    svg, guide = build_model(config)
+    svg.eval(), guide.eval()  # BatchNorm running statistics: per-frame and batched encodings agree
+    from svg_pyro.datasets import training_batch
+
+    batch = training_batch(train_set, 0, 1, config.batch_size)
+    torch.manual_seed(5)
+    neg_elbo = make_elbo("meanfield").loss(svg.model, guide, batch, config.n_past)
+    torch.manual_seed(5)  # one standard normal per step, in step order, in both
+    loss, mse_t, kl_t = reference_step_loss(svg, guide, batch, config.n_past, config.beta)
+    B, T = batch.shape[:2]
+    D = batch[0, 0].numel()
+    const = (T - 1) * D / 2 * math.log(2 * math.pi * config.beta * D / 2)
+    assert len(mse_t) == len(kl_t) == T - 1
+    assert loss.item() == pytest.approx((neg_elbo / B - const) * config.beta, rel=1e-5)
+    assert loss.item() == pytest.approx(sum(mse_t) + config.beta * sum(kl_t), rel=1e-6)
 
 
 @pytest.mark.parametrize("kl_weight", [1.0, 0.3])

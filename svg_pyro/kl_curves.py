@@ -1,0 +1,95 @@
+"""How much the latent carries: KL per step against training step, from runs' metrics.jsonl.
+
+    python -m svg_pyro.kl_curves runs/svg-lp runs/other --out kl.png [--labels A B] [--smooth 10] [--until STEP]
+
+Left: KL(q || p) per transition (nats, mean over the T-1 steps and the videos) against the
+training step, smoothed over ``--smooth`` logged rows. Right: the KL of each transition t, averaged
+over the last ``--smooth`` logged rows, which shows where in the video the latent is used.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def read_metrics(run) -> list[dict]:
+    path = Path(run) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; pass a run directory written by svi_train.py")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "kl_t" in r]
+    if not rows:
+        raise ValueError(f"{path} has no per-step KL (kl_t); it was written before svg-pyro logged it")
+    return rows
+
+
+def smoothed(values, window: int) -> np.ndarray:
+    """Trailing mean over ``window`` rows (shorter at the start)."""
+    v = np.asarray(values, dtype=float)
+    c = np.cumsum(np.insert(v, 0, 0.0))
+    lo = np.maximum(np.arange(1, len(v) + 1) - window, 0)
+    return (c[1:] - c[lo]) / (np.arange(1, len(v) + 1) - lo)
+
+
+def plot_kl_curves(runs: dict, path, smooth: int = 10, title: str = "") -> None:
+    """``runs``: {label: metric rows}. Writes a two-panel PNG to ``path``."""
+    from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
+
+    fig = Figure(figsize=(10, 3.6))
+    over_training, per_step = fig.subplots(1, 2)
+    for label, rows in runs.items():
+        steps = [r["step"] for r in rows]
+        line, = over_training.plot(steps, smoothed([r["kl_per_step"] for r in rows], smooth), lw=1.3, label=label)
+        last = np.mean([r["kl_t"] for r in rows[-smooth:]], axis=0)
+        per_step.plot(np.arange(1, len(last) + 1), last, "o-", ms=3, color=line.get_color(), label=label)
+    over_training.set_xlabel("training step")
+    over_training.set_ylabel("KL per transition (nats)")
+    over_training.set_yscale("log")
+    over_training.axhline(0.5, color="grey", ls=":", lw=1)  # the latent is clearly in use above this
+    per_step.set_xlabel("transition t (predicts frame t)")
+    per_step.set_ylabel(f"KL_t (nats), last {smooth} logged rows")
+    for ax in (over_training, per_step):
+        ax.grid(alpha=0.3)
+    over_training.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m svg_pyro.kl_curves", description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", help="run directories (each holds metrics.jsonl)")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--labels", nargs="+", help="one label per run (default: the directory names)")
+    p.add_argument("--smooth", type=int, default=10, help="logged rows to average over")
+    p.add_argument("--until", type=int, help="ignore rows after this training step (compare runs at one step)")
+    p.add_argument("--title", default="")
+    args = p.parse_args(argv)
+    labels = args.labels or [Path(r).name for r in args.runs]
+    try:
+        if len(labels) != len(args.runs):
+            raise ValueError(f"got {len(labels)} labels for {len(args.runs)} runs; give one per run")
+        if args.smooth < 1:
+            raise ValueError("--smooth must be at least 1")
+        runs = {label: read_metrics(run) for label, run in zip(labels, args.runs)}
+        if args.until is not None:
+            runs = {label: [r for r in rows if r["step"] <= args.until] for label, rows in runs.items()}
+            if not all(runs.values()):
+                raise ValueError(f"a run has no logged row up to step {args.until}; raise --until")
+        plot_kl_curves(runs, args.out, args.smooth, args.title)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for label, rows in runs.items():
+        print(f"{label}: KL per transition {rows[-1]['kl_per_step']:.3f} at step {rows[-1]['step']}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
