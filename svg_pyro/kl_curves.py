@@ -54,10 +54,12 @@ def plot_kl_curves(runs: dict, path, smooth: int = 10, title: str = "") -> None:
     per_step.set_ylabel(f"KL_t (nats), last {smooth} logged rows")
     for ax in (over_training, per_step):
         ax.grid(alpha=0.3)
-    over_training.legend(fontsize=7)
+    rows = -(-len(runs) // 3)  # legend below the panels, three labels a row
+    fig.set_figheight(3.6 + 0.18 * rows)
+    fig.legend(*over_training.get_legend_handles_labels(), loc="lower center", ncol=min(3, len(runs)), fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.18 * rows / fig.get_figheight() + 0.02, 1, 1))
     fig.savefig(path, dpi=120)
 
 
