@@ -20,8 +20,8 @@ from svg_pyro.kl_curves import read_metrics
 SHOWN = ("n_future", "elbo", "skip_frame", "g_dim", "rnn_size", "seed")
 
 
-def window_mean(rows, key, step, window):
-    vals = [r[key] / (len(r["kl_t"]) if key == "mse" else 1) for r in rows if step - window < r["step"] <= step]
+def window_mean(rows, key, step, window, divisor=1):
+    vals = [r[key] / divisor for r in rows if step - window < r["step"] <= step]
     return float(np.mean(vals)) if vals and rows[-1]["step"] >= step else None
 
 
@@ -41,7 +41,8 @@ def main():
         kl = [window_mean(rows, "kl_per_step", s, args.window) for s in args.at]
         on = next((r["step"] for r in rows if window_mean(rows, "kl_per_step", r["step"], args.window) >= args.turn_on
                    and r["step"] >= args.window), None)
-        mse = window_mean(rows, "mse", rows[-1]["step"], args.window)
+        transitions = config["n_past"] + config["n_future"] - 1
+        mse = window_mean(rows, "mse", rows[-1]["step"], args.window, transitions)
         cells = [str(config.get(k, "last" if k == "skip_frame" else "")) for k in SHOWN]
         cells += ["-" if v is None else f"{v:.3f}" for v in kl]
         cells += ["-" if on is None else str(on), f"{mse:.4f}", str(rows[-1]["step"])]
