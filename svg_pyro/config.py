@@ -124,7 +124,7 @@ PRESETS: dict[str, dict] = {
     "smmnist-1digit-cpu": dict(num_digits=1, velocity="nonuniform", width=16, g_dim=64, z_dim=10,
                                rnn_size=128, batch_size=16, n_past=5, n_future=5, steps=1500,
                                lr=2e-3, log_every=10, checkpoint_every=250, sample_every=500),
-    # Reference sizes (SVG_FACTS.md); meant for a GPU.
+    # Reference sizes (Denton & Fergus 2018 and their published code); meant for a GPU.
     "smmnist": dict(),
     "kth": dict(dataset="kth", arch="vgg", z_dim=24, beta=1e-6, lr=8e-4, n_past=10, n_future=10),
     "bair": dict(dataset="bair", arch="vgg", channels=3, z_dim=64, beta=1e-4, lr=2e-3,

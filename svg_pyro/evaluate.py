@@ -33,7 +33,7 @@ from svg_pyro.datasets import check_video_values, make_datasets
 from svg_pyro.metrics import METRICS, describe
 from svg_pyro.sampling import BN_MODES, DEFAULT_MAX_BATCH, sample_chunks
 
-# Published test horizons (SVG_FACTS.md): SM-MNIST 5 -> 25, KTH 10 -> 30, BAIR 2 -> 28.
+# Published test horizons (Denton & Fergus 2018): SM-MNIST 5 -> 25, KTH 10 -> 30, BAIR 2 -> 28.
 DEFAULT_HORIZON = {"smmnist": 25, "kth": 30, "bair": 28}
 VIDEO_BLOCK = 64  # test videos held in memory at a time
 GRID_VIDEOS = 4  # videos shown in samples.png / samples.gif
@@ -230,7 +230,8 @@ def evaluate(checkpoint, out, *, samples: int = 100, videos: int = 256, n_past: 
             "checkpoint": str(checkpoint), "step": step, "model": config.model, "dataset": config.dataset,
             "samples": samples, "videos": videos, "n_past": n_past, "horizon": horizon,
             "prior": prior_label, "batchnorm": bn, "seed": seed, "device": str(torch_device),
-            "max_batch": max_batch, "window": None if window is None else list(window), "det_checkpoint": None if det_checkpoint is None else str(det_checkpoint),
+            "max_batch": max_batch, "window": None if window is None else list(window),
+            "det_checkpoint": None if det_checkpoint is None else str(det_checkpoint),
             "metrics": describe(),
             "selection": "per metric and video, the sample with the highest score averaged over the "
                          "predicted frames (conditioning frames excluded)",
