@@ -1,9 +1,11 @@
-"""Time one training step: Pyro SVI (Trace_ELBO and TraceMeanField_ELBO) vs the same -ELBO as a
+"""Time one training step as ``svi_train.py`` takes it (Pyro's Trace_ELBO or TraceMeanField_ELBO
+as a module, stepped by torch's Adam: ``svg_pyro.train.training_step``) vs the same -ELBO as a
 plain-torch loss on the same networks, optimizer and batch. Prints a Markdown table.
 
     python benchmarks/train_step.py --presets tiny smmnist-cpu --repeats 20
     python benchmarks/train_step.py --presets smmnist --device cuda   # reference size, on a GPU
     python benchmarks/train_step.py --presets smmnist-cpu smmnist-cpu:n_future=5,elbo=trace
+    python benchmarks/train_step.py --presets smmnist-cpu --svi   # adds SVI.step + pyro.optim
 
 A preset may carry overrides after a colon (``NAME:key=value,...``), to time two versions of a
 configuration against each other in the same run.
@@ -25,7 +27,9 @@ from pyro.infer import SVI
 from svg_pyro.build import build_model, resolve_device
 from svg_pyro.config import Config, preset
 from svg_pyro.datasets import make_datasets, training_batch
+from svg_pyro.distributed import World
 from svg_pyro.objective import make_elbo, plain_negative_elbo
+from svg_pyro.train import training_objective, training_step
 
 
 def _sync(device):
@@ -47,7 +51,8 @@ def parse_preset(spec: str, batch_size: int | None) -> Config:
     return preset(name, **overrides)
 
 
-def bench(name: str, device: torch.device, repeats: int, warmup: int, batch_size: int | None):
+def bench(name: str, device: torch.device, repeats: int, warmup: int, batch_size: int | None,
+          with_svi: bool = False):
     config = parse_preset(name, batch_size)
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
@@ -57,14 +62,12 @@ def bench(name: str, device: torch.device, repeats: int, warmup: int, batch_size
     train_set, _ = make_datasets(config)
     batch = training_batch(train_set, 0, 0, config.batch_size).to(device)
 
-    optim = pyro.optim.Adam({"lr": config.lr})
-    svis = {e: SVI(svg.model, guide, optim, make_elbo(e)) for e in ("trace", "meanfield")}
+    objectives = {e: training_objective(svg, guide, e) for e in ("trace", "meanfield")}
     params = list(svg.parameters()) + list(guide.parameters())
     torch_opt = torch.optim.Adam(params, lr=config.lr)
 
     def pyro_step(elbo):
-        with svg.share_encodings():
-            svis[elbo].step(batch, config.n_past)
+        training_step(objectives[elbo], torch_opt, svg, batch, config.n_past, World()).item()
 
     def torch_step():
         torch_opt.zero_grad()
@@ -73,6 +76,13 @@ def bench(name: str, device: torch.device, repeats: int, warmup: int, batch_size
 
     steps = {"plain torch": torch_step, "Trace_ELBO": lambda: pyro_step("trace"),
              "TraceMeanField_ELBO": lambda: pyro_step("meanfield")}
+    if with_svi:  # the loop before data-parallel training: SVI.step with one pyro.optim per parameter
+        svi = SVI(svg.model, guide, pyro.optim.Adam({"lr": config.lr}), make_elbo("meanfield"))
+
+        def svi_step():
+            with svg.share_encodings():
+                svi.step(batch, config.n_past)
+        steps["TraceMeanField_ELBO, SVI.step"] = svi_step
     times = {k: [] for k in steps}
     for i in range(warmup + repeats):
         for label, fn in steps.items():
@@ -96,6 +106,7 @@ def main():
     p.add_argument("--rounds", type=int, default=1,
                    help="alternate the presets this many times (repeats each), so that slow spells of a "
                         "shared machine hit every preset alike")
+    p.add_argument("--svi", action="store_true", help="also time TraceMeanField_ELBO through SVI.step")
     args = p.parse_args()
     device = resolve_device(args.device)
     print(f"device: {device}, torch {torch.__version__}, pyro {pyro.__version__}, "
@@ -105,7 +116,7 @@ def main():
     times, meta = {}, {}
     for _ in range(args.rounds):
         for name in args.presets:
-            got, meta[name] = bench(name, device, args.repeats, args.warmup, args.batch_size)
+            got, meta[name] = bench(name, device, args.repeats, args.warmup, args.batch_size, args.svi)
             for label, ts in got.items():
                 times.setdefault(name, {}).setdefault(label, []).extend(ts)
     for name in args.presets:

@@ -123,10 +123,12 @@ class SVG(nn.Module):
                     predictor_input = broadcast_cat(h_prev, z)
                 g, predictor_state = self.predictor(predictor_input, predictor_state)
                 skip = self.skip_index(t, n_past)
-                x_hat = self.decoder(g, [s[:, skip] for s in skips_obs])
+                x_hat = self.decoder(g, [s[:, skip] for s in skips_obs]).float()  # fp32 density under autocast
                 frame = videos[:, t] if t < observed else None
                 pyro.sample(f"x_{t}", dist.Normal(x_hat, self.obs_scale).to_event(3), obs=frame)
                 predictions.append(x_hat)
                 if t + 1 < total:
                     h_prev = h_obs[:, t] if t < observed else self.encoder(x_hat)[0]
         return torch.stack(torch.broadcast_tensors(*predictions), dim=-4)
+
+    forward = model  # calling the module runs the model, as the ELBO module in training does

@@ -1,7 +1,9 @@
 """Checkpoints: written atomically, read with ``torch.load(weights_only=True)``.
 
-A checkpoint holds the config, the step, the model, guide and optimizer states and the RNG state,
-so ``--resume`` continues a run exactly as if it had not stopped.
+A checkpoint holds the config, the step, the model, guide and optimizer states and the RNG state
+(of every rank, after a data-parallel run), so ``--resume`` continues a run exactly as if it had not
+stopped. The optimizer state is stored per parameter under Pyro's parameter names ("svg$$$...",
+"posterior$$$..."), the layout of ``pyro.optim`` that the first checkpoints were written in.
 """
 from __future__ import annotations
 
@@ -31,7 +33,49 @@ def atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(path, config: Config, step: int, svg: nn.Module, guide, optimizer_state: dict) -> None:
+def trained_parameters(svg: nn.Module, guide) -> tuple[list[str], list[nn.Parameter]]:
+    """(Pyro names, parameters) of a model and guide, in the optimizer's order."""
+    named = [(f"svg$$${n}", p) for n, p in svg.named_parameters()]
+    if isinstance(guide, nn.Module):
+        named += [(f"posterior$$${n}", p) for n, p in guide.named_parameters()]
+    return [n for n, _ in named], [p for _, p in named]
+
+
+def optimizer_state_by_name(optimizer: torch.optim.Optimizer, names: list[str]) -> dict:
+    """A one-group torch optimizer's state, split per parameter name (``pyro.optim``'s layout)."""
+    state = optimizer.state_dict()
+    group = {k: v for k, v in state["param_groups"][0].items() if k != "params"}
+    return {name: {"state": {0: state["state"][i]} if i in state["state"] else {},
+                   "param_groups": [{**group, "params": [0]}]}
+            for i, name in enumerate(names)}
+
+
+def load_optimizer_state_by_name(optimizer: torch.optim.Optimizer, names: list[str], saved: dict, path) -> None:
+    missing = [name for name in names if name not in saved]
+    if missing:
+        raise CheckpointError(f"the checkpoint {path} has no optimizer state for {missing[:3]}; "
+                              "it does not belong to this model")
+    group = {k: v for k, v in saved[names[0]]["param_groups"][0].items() if k != "params"}
+    optimizer.load_state_dict({
+        "state": {i: saved[name]["state"][0] for i, name in enumerate(names) if saved[name]["state"]},
+        "param_groups": [{**group, "params": list(range(len(names)))}]})
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path, config: Config, step: int, svg: nn.Module, guide, optimizer_state: dict,
+                    rng_by_rank: list[dict] | None = None) -> None:
+    """``rng_by_rank``: the RNG state of every rank of a data-parallel run (default: this process's)."""
+    rng_by_rank = rng_by_rank or [rng_state()]
     state = {
         "format": FORMAT,
         "config": config.to_dict(),
@@ -39,8 +83,8 @@ def save_checkpoint(path, config: Config, step: int, svg: nn.Module, guide, opti
         "model": svg.state_dict(),
         "guide": guide.state_dict() if isinstance(guide, nn.Module) else {},
         "optimizer": optimizer_state,
-        "rng": {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "rng": rng_by_rank[0],
+        "rng_by_rank": rng_by_rank,
     }
     atomic_torch_save(state, path)
 

@@ -14,6 +14,7 @@ ELBOS = ("trace", "meanfield")
 ARCHS = ("dcgan", "vgg")
 DATASETS = ("smmnist", "kth", "bair")
 SKIP_FRAMES = ("last", "second-last")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -61,6 +62,9 @@ class Config:
     checkpoint_every: int = 500
     sample_every: int = 1000
     device: str = "auto"
+    # "bf16": the networks run under bfloat16 autocast in training (meant for GPUs); the
+    # distributions' parameters and every log-density stay fp32.
+    precision: str = "fp32"
 
     @property
     def frames_per_video(self) -> int:
@@ -86,6 +90,7 @@ class Config:
         check(self.image_size in (64, 128), f"image_size must be 64 or 128, not {self.image_size}")
         check(self.velocity in ("uniform", "nonuniform"), "velocity must be 'uniform' or 'nonuniform'")
         check(self.skip_frame in SKIP_FRAMES, f"skip_frame must be one of {SKIP_FRAMES}, not {self.skip_frame!r}")
+        check(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, not {self.precision!r}")
         check(self.n_past >= 1 and self.n_future >= 1, "n_past and n_future must be at least 1")
         for name in ("width", "g_dim", "z_dim", "rnn_size", "batch_size", "steps",
                      "predictor_layers", "posterior_layers", "prior_layers"):

@@ -53,8 +53,9 @@ def make_datasets(config, split_lengths: tuple[int, int] | None = None):
     return video_store.make_datasets(config, train_len, test_len)
 
 
-def training_batch(dataset, seed: int, step: int, batch_size: int) -> torch.Tensor:
-    """The batch of ``step``: videos drawn with replacement by a generator seeded by (seed, step)."""
+def training_batch(dataset, seed: int, step: int, batch_size: int, part: slice = slice(None)) -> torch.Tensor:
+    """The batch of ``step``: videos drawn with replacement by a generator seeded by (seed, step).
+    ``part`` selects rows of it (a data-parallel rank's share), built without building the rest."""
     rng = np.random.default_rng([seed, step])
-    indices = rng.integers(0, len(dataset), size=batch_size)
+    indices = rng.integers(0, len(dataset), size=batch_size)[part]
     return torch.stack([dataset[int(i)] for i in indices])

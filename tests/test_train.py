@@ -169,3 +169,61 @@ def test_logged_per_step_kl_equals_a_hand_computation(tmp_path, tiny_data, model
     assert len(row["kl_t"]) == batch.shape[1] - 1
     torch.testing.assert_close(torch.tensor(row["kl_t"]), torch.tensor(expected), rtol=0, atol=1e-7)
     assert row["kl_per_step"] == pytest.approx(sum(expected) / len(expected), abs=1e-7)
+
+
+def test_a_checkpoint_written_by_pyro_optim_resumes_exactly(tmp_path, tiny_data):
+    """Runs trained through SVI and pyro.optim (the layout of the first checkpoints) continue as if
+    the whole run had been made by the torch-optimizer loop."""
+    import pyro
+    from pyro.infer import SVI
+
+    from svg_pyro.build import build_model
+    from svg_pyro.checkpoint import save_checkpoint
+    from svg_pyro.datasets import training_batch
+    from svg_pyro.objective import make_elbo
+
+    config = preset("tiny", steps=4, **FAST)
+    whole = train(config, tmp_path / "whole", progress=False)
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(config.seed)
+    svg, guide = build_model(config)
+    optim = pyro.optim.Adam({"lr": config.lr, "betas": (0.9, 0.999)})
+    svi = SVI(svg.model, guide, optim, make_elbo(config.elbo))
+    for step in range(2):
+        with svg.share_encodings():
+            svi.step(training_batch(tiny_data[1], config.seed, step, config.batch_size), config.n_past)
+    old = tmp_path / "old"
+    old.mkdir()
+    save_checkpoint(old / "checkpoint.pt", config, 2, svg, guide, optim.get_state())
+    state = torch.load(old / "checkpoint.pt", weights_only=True)
+    assert set(state["optimizer"]) == {f"svg$$${n}" for n, _ in svg.named_parameters()} | {
+        f"posterior$$${n}" for n, _ in guide.named_parameters()}
+    del state["rng_by_rank"]  # not written then
+    torch.save(state, old / "checkpoint.pt")
+
+    resumed = train(config, old, resume=True, progress=False)
+    keys = ("step", "loss", "mse", "kl_t")
+    assert [[r[k] for k in keys] for r in resumed] == [[r[k] for k in keys] for r in whole[2:]]
+
+
+def test_bf16_autocast_runs_the_networks_in_bf16_and_keeps_the_densities_fp32(tiny):
+    from svg_pyro.train import training_objective
+
+    config, svg, guide, batch = tiny
+    objective = training_objective(svg, guide, "meanfield")
+    seen = []
+    svg.encoder.register_forward_hook(lambda module, args, out: seen.append(out[0].dtype))
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(1)
+        with svg.share_encodings(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+            losses[precision] = objective(batch, config.n_past)
+        trace = objective.model.trace
+        trace.compute_log_prob()
+        sites = [site for name, site in trace.nodes.items() if site["type"] == "sample" and name != "videos"]
+        assert {site["log_prob"].dtype for site in sites} == {torch.float32}
+        assert {site["fn"].mean.dtype for site in sites} == {torch.float32}
+    assert seen == [torch.float32, torch.bfloat16]  # autocast reached the networks
+    assert losses["bf16"].dtype == torch.float32
+    torch.testing.assert_close(losses["bf16"], losses["fp32"], rtol=2e-3, atol=0)
