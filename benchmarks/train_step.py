@@ -1,6 +1,11 @@
 """Time one training step as ``svi_train.py`` takes it (Pyro's Trace_ELBO or TraceMeanField_ELBO
 as a module, stepped by torch's Adam: ``svg_pyro.train.training_step``) vs the same -ELBO as a
-plain-torch loss on the same networks, optimizer and batch. Prints a Markdown table.
+plain-torch loss, and vs the reference procedure (the published training step transcribed in plain
+torch: each frame encoded per step, twice, one decoder call per step over concatenated skips;
+``svg_pyro.objective.reference_step_loss``), on copies of the same
+networks, with the same optimizer and batch. Prints a
+Markdown table: "x plain torch" is the Pyro overhead, "x reference" the time against the reference
+procedure (below 1 is faster).
 
     python benchmarks/train_step.py --presets tiny smmnist-cpu --repeats 20
     python benchmarks/train_step.py --presets smmnist --device cuda   # reference size, on a GPU
@@ -17,6 +22,7 @@ turns R times and each row is the median over all rounds.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -28,7 +34,7 @@ from svg_pyro.build import build_model, resolve_device
 from svg_pyro.config import Config, preset
 from svg_pyro.datasets import make_datasets, training_batch
 from svg_pyro.distributed import World
-from svg_pyro.objective import make_elbo, plain_negative_elbo
+from svg_pyro.objective import make_elbo, plain_negative_elbo, reference_step_loss
 from svg_pyro.train import training_objective, training_step
 
 
@@ -74,8 +80,19 @@ def bench(name: str, device: torch.device, repeats: int, warmup: int, batch_size
         plain_negative_elbo(svg, guide, batch, config.n_past).backward()
         torch_opt.step()
 
+    # the reference procedure on its own copy of the networks (the same initial weights)
+    ref_svg, ref_guide = copy.deepcopy(svg), copy.deepcopy(guide)
+    ref_opt = torch.optim.Adam(list(ref_svg.parameters()) + list(ref_guide.parameters()), lr=config.lr)
+
+    def reference_step():
+        ref_opt.zero_grad()
+        reference_step_loss(ref_svg, ref_guide, batch, config.n_past, config.beta)[0].backward()
+        ref_opt.step()
+
     steps = {"plain torch": torch_step, "Trace_ELBO": lambda: pyro_step("trace"),
              "TraceMeanField_ELBO": lambda: pyro_step("meanfield")}
+    if config.model == "svg-lp":
+        steps["reference procedure"] = reference_step
     if with_svi:  # the loop before data-parallel training: SVI.step with one pyro.optim per parameter
         svi = SVI(svg.model, guide, pyro.optim.Adam({"lr": config.lr}), make_elbo("meanfield"))
 
@@ -111,8 +128,8 @@ def main():
     device = resolve_device(args.device)
     print(f"device: {device}, torch {torch.__version__}, pyro {pyro.__version__}, "
           f"threads {torch.get_num_threads()}")
-    print("| preset | params | batch | step | ms/step (median) | frames/s | x plain torch |")
-    print("|---|---|---|---|---|---|---|")
+    print("| preset | params | batch | step | ms/step (median) | frames/s | x plain torch | x reference |")
+    print("|---|---|---|---|---|---|---|---|")
     times, meta = {}, {}
     for _ in range(args.rounds):
         for name in args.presets:
@@ -122,10 +139,11 @@ def main():
     for name in args.presets:
         params_m, batch, frames = meta[name]
         base = statistics.median(times[name]["plain torch"])
+        ref = statistics.median(times[name].get("reference procedure", [float("nan")]))
         for label, ts in times[name].items():
             med = statistics.median(ts)
             print(f"| {name} | {params_m:.2f} M | {batch} | {label} | {med * 1e3:.1f} | "
-                  f"{frames / med:.0f} | {med / base:.3f} |", flush=True)
+                  f"{frames / med:.0f} | {med / base:.3f} | {med / ref:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

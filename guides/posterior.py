@@ -26,10 +26,11 @@ class RecurrentPosterior(nn.Module):
     def forward(self, videos, n_past: int, n_frames: int | None = None):
         pyro.module("posterior", self)
         h, _ = self.encode(videos)
+        h_steps = h.unbind(1)  # once, not h[:, t] per step (see SVG.model)
         with pyro.plate("videos", videos.shape[0], dim=-1):
             state = None
             for t in pyro.markov(range(1, videos.shape[1])):
-                mu, sigma, state = self.net(h[:, t], state)
+                mu, sigma, state = self.net(h_steps[t], state)
                 with poutine.scale(scale=self.kl_weight):
                     pyro.sample(f"z_{t}", dist.Normal(mu, sigma).to_event(1))
 

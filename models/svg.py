@@ -109,10 +109,15 @@ class SVG(nn.Module):
                              f"<= n_frames ({total})")
         pyro.module("svg", self)
         h_obs, skips_obs = self.encode(videos)
+        # Split the time axis once: indexing the stacks per step would make each step's backward
+        # write a gradient of the whole stack (a cost growing as T^2).
+        h_steps = h_obs.unbind(1)
+        skip_steps = [s.unbind(1) for s in skips_obs]
+        skip_terms = {}  # the decoder's share of a skip frame, computed once per frame
         predictions = []
         with pyro.plate("videos", batch, dim=-1):
             prior_state = predictor_state = None
-            h_prev = h_obs[:, 0]
+            h_prev = h_steps[0]
             for t in pyro.markov(range(1, total)):
                 if self.prior is None:
                     predictor_input = h_prev
@@ -123,12 +128,14 @@ class SVG(nn.Module):
                     predictor_input = broadcast_cat(h_prev, z)
                 g, predictor_state = self.predictor(predictor_input, predictor_state)
                 skip = self.skip_index(t, n_past)
-                x_hat = self.decoder(g, [s[:, skip] for s in skips_obs]).float()  # fp32 density under autocast
+                if skip not in skip_terms:
+                    skip_terms[skip] = self.decoder.skip_terms([s[skip] for s in skip_steps])
+                x_hat = self.decoder.decode(g, skip_terms[skip]).float()  # fp32 density under autocast
                 frame = videos[:, t] if t < observed else None
                 pyro.sample(f"x_{t}", dist.Normal(x_hat, self.obs_scale).to_event(3), obs=frame)
                 predictions.append(x_hat)
                 if t + 1 < total:
-                    h_prev = h_obs[:, t] if t < observed else self.encoder(x_hat)[0]
+                    h_prev = h_steps[t] if t < observed else self.encoder(x_hat)[0]
         return torch.stack(torch.broadcast_tensors(*predictions), dim=-4)
 
     forward = model  # calling the module runs the model, as the ELBO module in training does

@@ -26,3 +26,4 @@ def resolve_device(name: str) -> torch.device:
         raise RuntimeError(f"--device {name} was asked for but PyTorch sees no CUDA GPU; "
                            "use --device cpu (or auto)")
     return torch.device(name)
+

@@ -62,6 +62,9 @@ class Config:
     checkpoint_every: int = 500
     sample_every: int = 1000
     device: str = "auto"
+    # DataLoader worker processes building batches ahead of the loop; None: 0 on the CPU (a worker
+    # would take a core from the networks), 4 with CUDA.
+    workers: int | None = None
     # "bf16": the networks run under bfloat16 autocast in training (meant for GPUs); the
     # distributions' parameters and every log-density stay fp32.
     precision: str = "fp32"
@@ -90,6 +93,7 @@ class Config:
         check(self.image_size in (64, 128), f"image_size must be 64 or 128, not {self.image_size}")
         check(self.velocity in ("uniform", "nonuniform"), "velocity must be 'uniform' or 'nonuniform'")
         check(self.skip_frame in SKIP_FRAMES, f"skip_frame must be one of {SKIP_FRAMES}, not {self.skip_frame!r}")
+        check(self.workers is None or self.workers >= 0, f"workers must be >= 0, not {self.workers}")
         check(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, not {self.precision!r}")
         check(self.n_past >= 1 and self.n_future >= 1, "n_past and n_future must be at least 1")
         for name in ("width", "g_dim", "z_dim", "rnn_size", "batch_size", "steps",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 # Size of the fixed, seeded evaluation sets.
 SMMNIST_TEST_VIDEOS = 256
@@ -59,3 +60,26 @@ def training_batch(dataset, seed: int, step: int, batch_size: int, part: slice =
     rng = np.random.default_rng([seed, step])
     indices = rng.integers(0, len(dataset), size=batch_size)[part]
     return torch.stack([dataset[int(i)] for i in indices])
+
+
+class StepBatches(Dataset):
+    """The training batches of a run indexed by step (``training_batch``): what a DataLoader's
+    workers build ahead of the training loop."""
+
+    def __init__(self, dataset, seed: int, batch_size: int, part: slice = slice(None)):
+        self.dataset, self.seed, self.batch_size, self.part = dataset, seed, batch_size, part
+
+    def __getitem__(self, step: int) -> torch.Tensor:
+        return training_batch(self.dataset, self.seed, step, self.batch_size, self.part)
+
+
+def training_batches(dataset, seed: int, batch_size: int, steps: range, part: slice = slice(None),
+                     workers: int = 0, pin_memory: bool = False):
+    """Iterator over the batches of ``steps``, built by ``workers`` processes two batches ahead of
+    the loop (0: in the loop itself). The batches do not depend on ``workers``."""
+    # Its own generator: the loader draws a seed for its workers, which must not shift the
+    # training RNG stream (resumed runs replay exactly).
+    loader = DataLoader(StepBatches(dataset, seed, batch_size, part), batch_size=None, sampler=steps,
+                        num_workers=workers, pin_memory=pin_memory, prefetch_factor=2 if workers else None,
+                        generator=torch.Generator())
+    return iter(loader)

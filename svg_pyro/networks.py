@@ -6,6 +6,7 @@ against each other, so the same code serves training, vectorized ELBO particles 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -23,6 +24,13 @@ def init_weights(module: nn.Module) -> None:
 def _flatten(x: torch.Tensor, event_dims: int):
     lead = x.shape[: x.dim() - event_dims]
     return x.reshape(-1, *x.shape[x.dim() - event_dims:]), lead
+
+
+def _cpu_layout(x: torch.Tensor) -> torch.Tensor:
+    """Channels-last activations on the CPU, where oneDNN's convolutions (transposed ones above
+    all) run faster in it; elsewhere unchanged (docs/performance.md). The weights keep the default
+    layout: Pyro's param store would copy channels-last parameters."""
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
 
 
 def _conv_block(cin, cout, kernel, stride, padding, transposed=False):
@@ -63,6 +71,7 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor):
         x, lead = _flatten(x, 3)
+        x = _cpu_layout(x)
         skips = []
         for stage in self.stages:
             if self.pool is not None and skips:
@@ -108,14 +117,62 @@ class Decoder(nn.Module):
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest") if arch == "vgg" else None
 
     def forward(self, g: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        return self.decode(g, self.skip_terms(skips))
+
+    # A stage's first convolution over [features, skip] is linear: the convolution of the features
+    # plus that of the skip. The skip's part depends on the skip frame alone, so it is computed once
+    # per frame (``skip_terms``) and shared by every step and sample decoding with that frame.
+
+    def skip_terms(self, skips: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each stage's first convolution applied to the skip half of its input (no bias)."""
+        return [_half_conv(_layers(stage)[0], skip, skip_half=True)
+                for stage, skip in zip(self.stages, reversed(skips))]
+
+    def decode(self, g: torch.Tensor, skip_terms: list[torch.Tensor]) -> torch.Tensor:
+        """The frame from g (..., g_dim) and the ``skip_terms`` of its skip frame (broadcast)."""
+        lead = torch.broadcast_shapes(g.shape[:-1], skip_terms[0].shape[:-3])
+        x = _cpu_layout(self.head(g.expand(*lead, -1).reshape(-1, g.shape[-1], 1, 1)))
+        for stage, term in zip(self.stages, skip_terms):
+            if self.upsample is not None:
+                x = self.upsample(x)
+            first, *rest = _layers(stage)
+            x = _half_conv(first, x, skip_half=False)
+            x = (x.reshape(*lead, *x.shape[1:]) + term).reshape(-1, *x.shape[1:])
+            for layer in rest:
+                x = layer(x)
+        return x.reshape(*lead, *x.shape[1:])
+
+
+    def decode_concatenated(self, g: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        """The same frame computed as the reference code does, each stage convolving the
+        concatenation [features, skip] at every call: for the reference-procedure transcriptions."""
         lead = torch.broadcast_shapes(g.shape[:-1], skips[0].shape[:-3])
         x = self.head(g.expand(*lead, -1).reshape(-1, g.shape[-1], 1, 1))
         for stage, skip in zip(self.stages, reversed(skips)):
             if self.upsample is not None:
                 x = self.upsample(x)
-            skip = skip.expand(*lead, *skip.shape[-3:]).reshape(-1, *skip.shape[-3:])
-            x = stage(torch.cat([x, skip], dim=1))
+            x = stage(torch.cat([x, skip.expand(*lead, *skip.shape[-3:]).reshape(-1, *skip.shape[-3:])], dim=1))
         return x.reshape(*lead, *x.shape[1:])
+
+
+def _layers(stage: nn.Module) -> list[nn.Module]:
+    """The leaf layers of a stage, in order (looked up per call: SyncBatchNorm may replace them)."""
+    return [m for m in stage.modules() if next(m.children(), None) is None]
+
+
+def _half_conv(conv: nn.Module, x: torch.Tensor, skip_half: bool) -> torch.Tensor:
+    """``conv`` restricted to the first (features) or second (skip) half of its input channels;
+    the bias goes with the features."""
+    half = conv.in_channels // 2
+    part = slice(half, None) if skip_half else slice(0, half)
+    bias = None if skip_half else conv.bias
+    x, lead = _flatten(x, 3)
+    if isinstance(conv, nn.ConvTranspose2d):  # weight (in, out, k, k)
+        transpose = _subpixel_conv_transpose if _subpixel_pays(conv, x) else _conv_transpose
+        y = transpose(x, conv.weight[part], bias, conv)
+    else:  # weight (out, in, k, k)
+        y = F.conv2d(x, conv.weight[:, part], bias, conv.stride, conv.padding)
+    return y.reshape(*lead, *y.shape[1:])
 
 
 LSTMState = list  # [(h, c)] per layer, each (..., rnn_size)
@@ -173,3 +230,33 @@ class GaussianLSTM(_StackedLSTM):
         h, state = self._run(x, state)
         # fp32 out, also under bf16 autocast: these parameterise the ELBO's densities
         return self.mu(h).float(), torch.exp(0.5 * self.logvar(h).float()), state
+
+
+def _conv_transpose(x, weight, bias, conv: nn.ConvTranspose2d) -> torch.Tensor:
+    return F.conv_transpose2d(x, weight, bias, conv.stride, conv.padding, conv.output_padding)
+
+
+def _subpixel_pays(conv: nn.ConvTranspose2d, x: torch.Tensor) -> bool:
+    """PyTorch's CPU transposed convolution is slow with few output channels (the frame layer):
+    there the sub-pixel form below runs 1.4-2.6x faster (docs/performance.md)."""
+    return (x.device.type == "cpu" and conv.out_channels <= 4 and conv.kernel_size == (4, 4)
+            and conv.stride == (2, 2) and conv.padding == (1, 1) and conv.output_padding == (0, 0))
+
+
+# For a 4x4, stride-2, padding-1 transposed convolution, the output pixel 2m + p (per axis, phase
+# p in {0, 1}) sums input pixels m - 1 + j (j = 0, 1, 2) times kernel tap _PHASE_TAPS[p][j].
+_PHASE_TAPS = ({0: 3, 1: 1}, {1: 2, 2: 0})
+
+
+def _subpixel_conv_transpose(x, weight, bias, conv=None) -> torch.Tensor:
+    """The 4x4 stride-2 transposed convolution as a 3x3 convolution with 4x the output channels
+    (one per output phase) followed by a pixel shuffle: the same sums, on a faster kernel."""
+    cin, cout = weight.shape[:2]
+    phases = weight.new_zeros(cout, 2, 2, cin, 3, 3)
+    for py, taps_y in enumerate(_PHASE_TAPS):
+        for px, taps_x in enumerate(_PHASE_TAPS):
+            for jy, ky in taps_y.items():
+                for jx, kx in taps_x.items():
+                    phases[:, py, px, :, jy, jx] = weight[:, :, ky, kx].t()
+    bias = None if bias is None else bias.repeat_interleave(4)
+    return F.pixel_shuffle(F.conv2d(x, phases.reshape(4 * cout, cin, 3, 3), bias, padding=1), 2)

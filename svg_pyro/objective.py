@@ -61,14 +61,16 @@ def plain_negative_elbo(svg, posterior, videos: torch.Tensor, n_past: int) -> to
 
     Summed over the batch, like Pyro's. Used by the overhead benchmark and the tests."""
     h, skips = svg.encoder(videos)
+    h, skips = h.unbind(1), [s.unbind(1) for s in skips]  # as SVG.model: split the time axis once
     total = videos.new_zeros(())
     prior_state = predictor_state = posterior_state = None
+    skip_terms = {}
     for t in range(1, videos.shape[1]):
-        h_prev = h[:, t - 1]
+        h_prev = h[t - 1]
         if svg.prior is None:
             predictor_input = h_prev
         else:
-            mu, sigma, posterior_state = posterior.net(h[:, t], posterior_state)
+            mu, sigma, posterior_state = posterior.net(h[t], posterior_state)
             z = mu + sigma * torch.randn_like(mu)
             prior, prior_state = svg.prior(h_prev, prior_state)
             p_mu, p_sigma = prior.base_dist.loc, prior.base_dist.scale
@@ -76,7 +78,10 @@ def plain_negative_elbo(svg, posterior, videos: torch.Tensor, n_past: int) -> to
             total = total + svg.kl_weight * kl.sum()
             predictor_input = torch.cat([h_prev, z], -1)
         g, predictor_state = svg.predictor(predictor_input, predictor_state)
-        x_hat = svg.decoder(g, [s[:, svg.skip_index(t, n_past)] for s in skips])
+        skip = svg.skip_index(t, n_past)
+        if skip not in skip_terms:
+            skip_terms[skip] = svg.decoder.skip_terms([s[skip] for s in skips])
+        x_hat = svg.decoder.decode(g, skip_terms[skip])
         total = total + gaussian_nll(videos[:, t], x_hat, svg.obs_scale).sum()
     return total
 
@@ -103,7 +108,7 @@ def reference_step_loss(svg, posterior, videos: torch.Tensor, n_past: int, beta:
         p_mu, p_sigma, prior_state = svg.prior.net(h_prev, prior_state)
         kl = (torch.log(p_sigma / sigma) + (sigma**2 + (mu - p_mu) ** 2) / (2 * p_sigma**2) - 0.5).sum(-1).mean()
         g, predictor_state = svg.predictor(torch.cat([h_prev, z], -1), predictor_state)
-        mse = torch.nn.functional.mse_loss(svg.decoder(g, skips), videos[:, t])
+        mse = torch.nn.functional.mse_loss(svg.decoder.decode_concatenated(g, skips), videos[:, t])
         loss = loss + mse + beta * kl
         mse_t.append(mse.item())
         kl_t.append(kl.item())

@@ -165,6 +165,7 @@ def test_a_diverging_run_stops_every_rank_with_one_message(tmp_path):
 
 FAILING_RANK = """
 import os, sys
+import svg_pyro.datasets as datasets
 import svg_pyro.train as train
 
 def failing_batch(*args, **kwargs):
@@ -172,7 +173,7 @@ def failing_batch(*args, **kwargs):
         raise RuntimeError("rank 1 fails at step 2")
     return training_batch(*args, **kwargs)
 
-training_batch, train.training_batch = train.training_batch, failing_batch
+training_batch, datasets.training_batch = datasets.training_batch, failing_batch
 sys.exit(train.main())
 """
 

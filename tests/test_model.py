@@ -11,15 +11,22 @@ from svg_pyro.sampling import generate
 
 
 def _record_skip_sources(svg, monkeypatch):
-    """Which frame's skips the decoder receives at each call (matched by identity)."""
-    seen = []
-    original = svg.decoder.forward
+    """Which frame's skips each decoded step uses (matched by identity): ``skip_terms`` notes the
+    frame of the terms it makes, ``decode`` looks up the terms it is given."""
+    frame_of, seen = {}, []
+    skip_terms, decode = svg.decoder.skip_terms, svg.decoder.decode
 
-    def spy(g, skips):
-        seen.append(skips[0])
-        return original(g, skips)
+    def terms_spy(skips):
+        terms = skip_terms(skips)
+        frame_of[id(terms)] = skips[0]
+        return terms
 
-    monkeypatch.setattr(svg.decoder, "forward", spy)
+    def decode_spy(g, terms):
+        seen.append(frame_of[id(terms)])
+        return decode(g, terms)
+
+    monkeypatch.setattr(svg.decoder, "skip_terms", terms_spy)
+    monkeypatch.setattr(svg.decoder, "decode", decode_spy)
     return seen
 
 

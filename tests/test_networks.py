@@ -61,3 +61,51 @@ def test_leading_dims_broadcast_like_separate_calls():
         torch.testing.assert_close(out[s], lstm(inp[s], state)[0])
     mu, sigma, _ = glstm(inp)
     assert mu.shape == sigma.shape == (4, 5, 3) and (sigma > 0).all()
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "vgg"])
+def test_decoding_with_skip_terms_equals_convolving_the_concatenated_skips(arch):
+    """The decoder splits each stage's first convolution into features + skip parts (the skip part
+    computed once per skip frame); this must equal the convolution over [features, skip]."""
+    from svg_pyro.networks import Decoder, Encoder, init_weights
+
+    torch.manual_seed(0)
+    enc, dec = Encoder(arch, 1, 16, 8, 64), Decoder(arch, 1, 16, 8, 64)
+    dec.apply(init_weights)
+    _, skips = enc(torch.rand(3, 1, 64, 64))
+    skips = [s.detach() for s in skips]
+    g = torch.randn(2, 3, 16)  # 2 samples of 3 videos, sharing the videos' skips
+
+    grads = []
+    concatenated = lambda: dec.decode_concatenated(g, skips)  # noqa: E731
+    for run in (concatenated, lambda: dec(g, skips)):
+        dec.zero_grad()
+        out = run()
+        (out * torch.linspace(0, 1, out.numel()).reshape(out.shape)).sum().backward()
+        grads.append([p.grad.clone() for p in dec.parameters()])
+        if run is concatenated:
+            expected = out.detach()
+    torch.testing.assert_close(out.detach(), expected, rtol=1e-5, atol=1e-6)
+    # float noise at the scale of the largest gradient (biases before BatchNorm get ~0 gradients)
+    scale = max(g.abs().max().item() for g in grads[0])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_subpixel_form_equals_the_transposed_convolution():
+    """The frame layer's sub-pixel form against torch's transposed convolution, values and grads."""
+    import torch.nn.functional as F
+
+    from svg_pyro.networks import _subpixel_conv_transpose
+
+    torch.manual_seed(0)
+    x = torch.randn(5, 6, 9, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(5, 3, 18, 14, dtype=torch.float64)
+    grads = []
+    for f in (lambda: F.conv_transpose2d(x, w, b, stride=2, padding=1), lambda: _subpixel_conv_transpose(x, w, b)):
+        out = f()
+        grads.append((out, *torch.autograd.grad((out * weights).sum(), (x, w, b))))
+    for a, c in zip(*grads):
+        torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-10)

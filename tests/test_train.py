@@ -227,3 +227,17 @@ def test_bf16_autocast_runs_the_networks_in_bf16_and_keeps_the_densities_fp32(ti
     assert seen == [torch.float32, torch.bfloat16]  # autocast reached the networks
     assert losses["bf16"].dtype == torch.float32
     torch.testing.assert_close(losses["bf16"], losses["fp32"], rtol=2e-3, atol=0)
+
+
+def test_batches_and_losses_do_not_depend_on_the_number_of_workers(tmp_path, tiny_data):
+    from svg_pyro.datasets import training_batch, training_batches
+
+    steps = range(3, 8)
+    inline = list(training_batches(tiny_data[1], 0, 4, steps, workers=0))
+    ahead = list(training_batches(tiny_data[1], 0, 4, steps, workers=2))
+    assert len(inline) == len(ahead) == 5
+    assert all(torch.equal(a, b) for a, b in zip(inline, ahead))
+    assert torch.equal(inline[0], training_batch(tiny_data[1], 0, 3, 4))
+    runs = [train(preset("tiny", steps=3, workers=w, **FAST), tmp_path / f"w{w}", progress=False) for w in (0, 2)]
+    assert [r["loss"] for r in runs[0]] == [r["loss"] for r in runs[1]]
+    assert all(r["data_seconds"] >= 0 for r in runs[1])

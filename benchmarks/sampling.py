@@ -1,0 +1,98 @@
+"""Sampling speed: ``svg_pyro.sampling.generate`` against the reference procedure, interleaved.
+
+    python benchmarks/sampling.py --preset smmnist-cpu --videos 16 --samples 20 --horizon 25
+    python benchmarks/sampling.py --preset smmnist --device cuda    # reference nets, on a GPU
+
+The reference procedure is a plain-torch transcription of the published SVG-LP generator on this
+project's networks: one sample at a time for the batch of videos; at every step it encodes the
+input frame, and during the conditioning steps also the target frame for the posterior; after them
+it draws z from the learned prior, predicts and decodes, and the decoded frame is the next input.
+Both use BatchNorm running statistics (eval mode) and the same untrained weights (speed does not
+depend on them). Prints a Markdown table; the ratio is reference time / project time.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import pyro
+import torch
+
+from svg_pyro.build import build_model, resolve_device
+from svg_pyro.config import PRESETS, preset
+from svg_pyro.datasets import make_datasets
+from svg_pyro.sampling import generate
+
+
+@torch.no_grad()
+def reference_generate(svg, posterior, videos, n_past: int, n_frames: int, num_samples: int):
+    """(num_samples, B, n_frames, C, H, W), one sample after the other."""
+    samples = []
+    for _ in range(num_samples):
+        prior_state = predictor_state = posterior_state = skips = None
+        x_in, frames = videos[:, 0], [videos[:, 0]]
+        for t in range(1, n_frames):
+            h, step_skips = svg.encoder(x_in)
+            if t < n_past or skips is None:
+                skips = step_skips
+            if t < n_past:
+                h_target, _ = svg.encoder(videos[:, t])
+                mu, sigma, posterior_state = posterior.net(h_target, posterior_state)
+                _, _, prior_state = svg.prior.net(h, prior_state)
+                x_next = videos[:, t]
+            else:
+                mu, sigma, prior_state = svg.prior.net(h, prior_state)
+            z = mu + sigma * torch.randn_like(mu)
+            g, predictor_state = svg.predictor(torch.cat([h, z], -1), predictor_state)
+            x_in = x_next if t < n_past else svg.decoder.decode_concatenated(g, skips)
+            frames.append(x_in)
+        samples.append(torch.stack(frames, 1))
+    return torch.stack(samples)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="smmnist-cpu", choices=sorted(PRESETS))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--videos", type=int, default=16)
+    p.add_argument("--samples", type=int, default=20)
+    p.add_argument("--horizon", type=int, default=25, help="frames generated after the n_past given")
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    device = resolve_device(args.device)
+    config = preset(args.preset, model="svg-lp")
+    pyro.set_rng_seed(0)
+    svg, guide = build_model(config)
+    svg.to(device).eval()
+    guide.to(device).eval()
+    _, test_set = make_datasets(config, split_lengths=(config.frames_per_video, config.n_past))
+    videos = torch.stack([test_set[i] for i in range(args.videos)]).to(device)
+    n_frames = config.n_past + args.horizon
+    runs = {"reference procedure": lambda: reference_generate(svg, guide, videos, config.n_past, n_frames, args.samples),
+            "generate": lambda: generate(svg, guide, videos, config.n_past, n_frames, args.samples)}
+    times = {k: [] for k in runs}
+    for i in range(args.repeats + 1):
+        for label, fn in runs.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            tick = time.perf_counter()
+            out = fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            assert out.shape == (args.samples, args.videos, n_frames, *videos.shape[2:])
+            if i:  # the first round warms up
+                times[label].append(time.perf_counter() - tick)
+    ref = statistics.median(times["reference procedure"])
+    print(f"{args.preset}, {args.videos} videos x {args.samples} samples, {config.n_past} -> {args.horizon}, "
+          f"{device}, torch threads {torch.get_num_threads()}, median of {args.repeats}\n")
+    print("| procedure | s per call | frames / s | x reference |")
+    print("| --- | --- | --- | --- |")
+    frames = args.videos * args.samples * args.horizon
+    for label, ts in times.items():
+        t = statistics.median(ts)
+        print(f"| {label} | {t:.2f} | {frames / t:.0f} | {ref / t:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
