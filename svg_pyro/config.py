@@ -63,7 +63,7 @@ class Config:
     sample_every: int = 1000
     device: str = "auto"
     # DataLoader worker processes building batches ahead of the loop; None: 0 on the CPU (a worker
-    # would take a core from the networks), 4 with CUDA.
+    # would take a core from the networks), 4 with CUDA (at most one per core).
     workers: int | None = None
     # "bf16": the networks run under bfloat16 autocast in training (meant for GPUs); the
     # distributions' parameters and every log-density stay fp32.

@@ -186,7 +186,8 @@ def _train(config: Config, out: Path, resume: bool, progress: bool, world: World
 
     rows = []
     part = world.shard(config.batch_size)
-    workers = config.workers if config.workers is not None else (4 if device.type == "cuda" else 0)
+    workers = config.workers if config.workers is not None else (
+        min(4, os.cpu_count() or 1) if device.type == "cuda" else 0)
     batches = training_batches(train_set, config.seed, config.batch_size, range(start, config.steps), part,
                                workers, pin_memory=device.type == "cuda")
     waited = 0.0  # seconds the loop spent waiting for batches since the last logged row
