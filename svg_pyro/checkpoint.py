@@ -7,6 +7,7 @@ stopped. The optimizer state is stored per parameter under Pyro's parameter name
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -22,15 +23,33 @@ class CheckpointError(RuntimeError):
     pass
 
 
-def atomic_torch_save(obj, path: Path) -> None:
-    """Save to a temporary file beside ``path`` and rename it: the old file survives a crash."""
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary path beside ``path`` to write to; renamed over ``path`` when the block ends
+    without error (after an fsync), removed when it fails. A crash leaves the old file intact."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def trained_parameters(svg: nn.Module, guide) -> tuple[list[str], list[nn.Parameter]]:

@@ -99,7 +99,13 @@ class Config:
         for name in ("width", "g_dim", "z_dim", "rnn_size", "batch_size", "steps",
                      "predictor_layers", "posterior_layers", "prior_layers"):
             check(getattr(self, name) >= 1, f"{name} must be a positive integer")
-        check(self.lr > 0 and self.beta > 0 and self.kl_weight > 0, "lr, beta and kl_weight must be > 0")
+        for name in ("lr", "beta", "kl_weight"):
+            value = getattr(self, name)
+            check(math.isfinite(value) and value > 0, f"{name} must be a finite number > 0, not {value}")
+        check(self.obs_scale is None or (math.isfinite(self.obs_scale) and self.obs_scale > 0),
+              f"obs_scale must be a finite number > 0, not {self.obs_scale}")
+        for name in ("log_every", "checkpoint_every", "sample_every", "num_digits"):
+            check(getattr(self, name) >= 1, f"{name} must be a positive integer, not {getattr(self, name)}")
         return self
 
     def to_dict(self) -> dict:

@@ -7,6 +7,8 @@ import imageio.v2 as imageio
 import numpy as np
 import torch
 
+from svg_pyro.checkpoint import atomic_path
+
 PAD = 2
 GREEN = np.array([40, 160, 40], np.uint8)
 GREY = np.array([200, 200, 200], np.uint8)
@@ -54,10 +56,12 @@ def save_video_grid(path, rows: torch.Tensor, labels: list[str], n_past: int, ti
         spine.set_visible(False)
     if title:
         ax.set_title(title, fontsize=8)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    with atomic_path(path) as tmp:  # a kill mid-write leaves the old image, not a broken one
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=Path(path).suffix[1:])
 
 
 def save_gif(path, rows: torch.Tensor, fps: int = 4) -> None:
     """Animated GIF of R videos (R, T, C, H, W) side by side."""
     frames = [video_mosaic(rows[:, t].unsqueeze(0)) for t in range(rows.shape[1])]
-    imageio.mimsave(Path(path), frames, duration=1000 / fps, loop=0)
+    with atomic_path(path) as tmp:
+        imageio.mimsave(tmp, frames, duration=1000 / fps, loop=0, format="GIF")

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from svg_pyro.build import build_model
-from svg_pyro.checkpoint import (CheckpointError, check_compatible, load_checkpoint,
+from svg_pyro.checkpoint import (CheckpointError, atomic_path, check_compatible, load_checkpoint,
                                  load_optimizer_state_by_name, optimizer_state_by_name, rng_state,
                                  save_checkpoint, set_rng_state, trained_parameters)
 from svg_pyro.config import MODELS, PRECISIONS, PRESETS, SKIP_FRAMES, Config, preset
@@ -43,6 +46,18 @@ SAMPLE_SEED = 1234  # samples are drawn under a fixed seed, outside the training
 
 class TrainingDiverged(RuntimeError):
     pass
+
+
+class RunLocked(RuntimeError):
+    pass
+
+
+class Stopped(Exception):
+    """The run stopped on a signal after writing its checkpoint; exit with 128 + signum."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
 
 
 def _write_samples(out: Path, step: int, config: Config, svg, guide, test_videos) -> None:
@@ -70,7 +85,54 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     if not path.exists():
         return
     keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
-    path.write_text("".join(line + "\n" for line in keep))
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in keep))
+
+
+def _lock_run_dir(out: Path):
+    """Hold an advisory lock on ``out`` for the life of this process (the OS drops it when the
+    process dies, however it dies); a second run into the same directory is refused."""
+    out.mkdir(parents=True, exist_ok=True)
+    lock = open(out / ".lock", "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise RunLocked(f"{out} is in use by a running training ({holder}); wait for it to end, "
+                        "or choose another --out") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}\n")
+    lock.flush()
+    for stray in out.glob("*.tmp"):  # left by a crash in the middle of a write
+        stray.unlink()
+    return lock
+
+
+class GracefulStop:
+    """SIGTERM / SIGINT: let the current step finish, then checkpoint and stop. A second signal
+    stops the process at once (the last checkpoint on disk is intact: writes are atomic)."""
+
+    def __init__(self):
+        self.signum = None
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            os._exit(128 + signum)
+        self.signum = signum
+
+    def __enter__(self):
+        self._saved = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
 
 
 class Traced(nn.Module):
@@ -98,8 +160,9 @@ def training_objective(svg, guide, elbo: str):
 
 def training_step(objective, optimizer, svg, videos, n_past: int, world: World,
                   precision: str = "fp32") -> torch.Tensor:
-    """One gradient step on this rank's ``videos``. Returns the -ELBO summed over the global batch;
-    the parameters are left as they were when it is not finite."""
+    """One gradient step on this rank's ``videos``. Returns the -ELBO summed over the global batch,
+    or NaN when the loss or a gradient is not finite, in which case the parameters are left as
+    they were (so that the last good state can still be saved)."""
     optimizer.zero_grad()
     with svg.share_encodings(), torch.autocast(videos.device.type, torch.bfloat16, enabled=precision == "bf16"):
         loss = objective(videos, n_past)
@@ -107,6 +170,9 @@ def training_step(objective, optimizer, svg, videos, n_past: int, world: World,
     # size makes the update that of one process on the whole batch.
     (loss * world.size).backward()
     total = world.sum(loss)
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not torch.isfinite(torch.nn.utils.get_total_norm(grads)):  # the same on every rank (all-reduced)
+        total = torch.full_like(total, float("nan"))
     if torch.isfinite(total):
         optimizer.step()
     return total
@@ -135,8 +201,11 @@ def train(config: Config, out, resume: bool = False, progress: bool = True) -> l
 
 def _train(config: Config, out: Path, resume: bool, progress: bool, world: World) -> list[dict]:
     ckpt_path = out / "checkpoint.pt"
+    lock = None
 
     def read_start():
+        nonlocal lock
+        lock = _lock_run_dir(out)
         if config.batch_size < world.size:
             raise ValueError(f"--batch-size {config.batch_size} is smaller than the {world.size} processes; "
                              "the batch is split between them, so give each at least one video")
@@ -149,7 +218,17 @@ def _train(config: Config, out: Path, resume: bool, progress: bool, world: World
                                   "choose another --out (nothing was overwritten)")
         return None
 
-    state = on_main(world, read_start)  # rank 0 reads the files and shares them
+    try:
+        state = on_main(world, read_start)  # rank 0 locks and reads the run directory, and shares it
+        with GracefulStop() as stop:
+            return _train_loop(config, out, progress, world, state, ckpt_path, stop)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _train_loop(config: Config, out: Path, progress: bool, world: World, state, ckpt_path: Path,
+                stop: GracefulStop) -> list[dict]:
     device = world.device
     train_set, test_set = make_datasets(config)
     if world.is_main:
@@ -174,6 +253,8 @@ def _train(config: Config, out: Path, resume: bool, progress: bool, world: World
         if isinstance(guide, torch.nn.Module):
             guide.load_state_dict(state["guide"])
         load_optimizer_state_by_name(optimizer, names, state["optimizer"], ckpt_path)
+        for group in optimizer.param_groups:  # an --lr given with --resume takes effect
+            group["lr"] = config.lr
         rngs = state.get("rng_by_rank") or [state["rng"]]
         if world.rank < len(rngs):
             set_rng_state(rngs[world.rank])
@@ -196,21 +277,32 @@ def _train(config: Config, out: Path, resume: bool, progress: bool, world: World
                disable=not (progress and world.is_main), dynamic_ncols=True,
                desc=f"{config.model} {config.elbo}" + (f" x{world.size}" if world.distributed else ""))
     tick = time.perf_counter()
-    with open(out / "metrics.jsonl", "a") if world.is_main else contextlib.nullcontext() as log:
+    # a fresh run starts a fresh log (rows of a run killed before its first checkpoint are dropped)
+    log_mode = "a" if state is not None else "w"
+    with open(out / "metrics.jsonl", log_mode) if world.is_main else contextlib.nullcontext() as log:
         for step in bar:
             tick_data = time.perf_counter()
             batch = next(batches).to(device, non_blocking=True)
             waited += time.perf_counter() - tick_data
             check_video_values(batch)
-            loss = training_step(parallel_objective, optimizer, svg, batch, config.n_past, world,
-                                 config.precision).item()
             done = step + 1
+            try:
+                loss = training_step(parallel_objective, optimizer, svg, batch, config.n_past, world,
+                                     config.precision).item()
+            except ValueError as err:  # a distribution got non-finite parameters: divergence
+                if "Expected parameter" not in str(err):
+                    raise
+                if world.distributed:  # this rank alone: stop the job (torchrun ends the others)
+                    raise TrainingDiverged(f"rank {world.rank}: the networks' outputs became non-finite at "
+                                           f"step {done}. Lower --lr, or check the data.") from None
+                loss = float("nan")
             if not math.isfinite(loss):  # the same on every rank: rank 0 reports it
                 def diverged():
                     last = load_checkpoint(ckpt_path)["step"] if ckpt_path.exists() else None
                     kept = f"the checkpoint of step {last} in {out} is kept" if last is not None else "no checkpoint was written"
-                    raise TrainingDiverged(f"the loss became {loss} at step {done}; {kept}. "
-                                           "Lower --lr, or check the data for corrupt frames.")
+                    raise TrainingDiverged(f"the loss or its gradients became non-finite at step {done}; {kept}, "
+                                           "and no update was made from the bad step. Resume with a lower --lr, "
+                                           "or check the data for corrupt frames.")
                 on_main(world, diverged, errors=(TrainingDiverged, CheckpointError))
             if done % config.log_every == 0 or done == config.steps:
                 terms = loss_terms(objective.model.trace, objective.guide.trace)
@@ -227,11 +319,17 @@ def _train(config: Config, out: Path, resume: bool, progress: bool, world: World
                     log.flush()
                 bar.set_postfix(loss=f"{row['loss']:.4g}", mse=f"{row['mse']:.4f}", kl_step=f"{row['kl_per_step']:.3g}",
                                 fps=f"{frames_per_step * config.log_every / max(row['seconds'], 1e-9):.0f}")
-            if done % config.checkpoint_every == 0 or done == config.steps:
+            stopping = world.sum(torch.tensor(float(stop.signum is not None), device=device)).item() > 0
+            if stopping or done % config.checkpoint_every == 0 or done == config.steps:
                 rngs = world.gather(rng_state())
                 if world.is_main:
                     save_checkpoint(ckpt_path, config, done, svg, guide,
                                     optimizer_state_by_name(optimizer, names), rngs)
+            if stopping:  # every rank stops at the same step: the flag was summed over ranks
+                bar.close()
+                signum = stop.signum or signal.SIGTERM
+                raise Stopped(signum, f"stopped by {signal.Signals(signum).name} at step {done}: checkpoint "
+                                      f"saved in {out}; continue with: python svi_train.py --out {out} --resume")
             if world.is_main and (done % config.sample_every == 0 or done == config.steps):
                 _write_samples(out, done, config, svg, guide, test_videos)
     bar.close()
@@ -304,8 +402,17 @@ def main(argv: list[str] | None = None) -> int:
         train(config, out, resume=resume, progress=not getattr(args, "no_progress", False))
     except PeerError:
         return 2  # rank 0 printed the reason
-    except (CheckpointError, TrainingDiverged, ValueError, FileNotFoundError, TypeError) as err:
+    except Stopped as stopped:
+        if rank == 0:
+            print(stopped, file=sys.stderr)
+        return 128 + stopped.signum
+    except (CheckpointError, TrainingDiverged, RunLocked, ValueError, FileNotFoundError, TypeError) as err:
         print(f"{f'rank {rank}: ' if rank else ''}error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file where a directory should be, a read-only or full disk, ...
+        where = err.filename or "the output directory"
+        print(f"{f'rank {rank}: ' if rank else ''}error: cannot write {where}: {err.strerror or err}; "
+              "choose another --out, or free space / fix permissions there (saved work is intact)", file=sys.stderr)
         return 2
     if rank == 0:
         print(f"done: {out}")

@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from svg_pyro.checkpoint import atomic_path
+
 MANIFEST = "store.json"
 FORMAT = "svg-pyro-video-store"
 VERSION = 1
@@ -287,9 +289,5 @@ class StoreWriter:
         self._commit()
 
     def _commit(self) -> None:
-        tmp = self.root / (MANIFEST + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(self.manifest, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.root / MANIFEST)
+        with atomic_path(self.root / MANIFEST) as tmp:
+            tmp.write_text(json.dumps(self.manifest))
