@@ -39,6 +39,7 @@ VIDEO_BLOCK = 64  # test videos held in memory at a time
 GRID_VIDEOS = 4  # videos shown in samples.png / samples.gif
 RANDOM_SAMPLES = 2  # samples shown beside the best one (samples are i.i.d.: the first ones)
 RESULT_KEYS = ("svg", "deterministic", "copy_last_frame")
+MAX_MEMORY = 64 * 2**30  # bytes of scores and sampled frames an evaluation may ask for
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,6 +177,13 @@ def evaluate(checkpoint, out, *, samples: int = 100, videos: int = 256, n_past: 
         raise ValueError(f"--window {window[0]} {window[1]} must lie within the predicted frames "
                          f"{n_past}..{n_frames - 1}; lower it or raise --horizon")
     steps = None if window is None else slice(window[0] - n_past, window[1] - n_past + 1)
+    # what the score arrays and one chunk of sampled frames hold, refused before allocating
+    need = 4 * (len(METRICS) * samples * videos * horizon
+                + max_batch * n_frames * config.channels * config.image_size**2)
+    if need > MAX_MEMORY:
+        raise ValueError(f"{samples} samples of {videos} videos over {horizon} frames (--batch {max_batch}) "
+                         f"need about {need / 2**30:,.0f} GiB of memory; lower --horizon, --samples, "
+                         "--videos or --batch")
     _, test_set = make_datasets(config, split_lengths=(config.frames_per_video, n_frames))
     if videos > len(test_set):
         raise ValueError(f"--videos {videos} asks for more test videos than the {config.dataset} test "
@@ -316,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
                            progress=not args.no_progress)
     except (CheckpointError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # an --out that is a file, a read-only or full disk, ...
+        print(f"error: cannot write {err.filename or args.out}: {err.strerror or err}; choose another --out",
+              file=sys.stderr)
         return 2
     print(markdown_table(metrics), end="")
     print(f"written: {Path(args.out) / 'metrics.json'}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import zlib
 import os
 from pathlib import Path
 
@@ -45,8 +46,8 @@ def _read_idx_images(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as err:
-        raise ValueError(f"cannot read MNIST IDX file {path}: {err}") from err
+    except (OSError, EOFError, zlib.error) as err:  # zlib: corrupt data inside a valid .gz header
+        raise ValueError(f"cannot read MNIST IDX file {path} ({err}); download it again") from err
     if len(raw) < 16 or int.from_bytes(raw[:4], "big") != 2051:
         raise ValueError(f"{path} is not an MNIST image file (IDX magic 2051 expected); "
                          "pass the directory holding the original train/t10k images files")

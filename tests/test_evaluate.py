@@ -275,3 +275,12 @@ def test_cli_fixed_prior_and_errors(checkpoints, tmp_path, capsys):
     assert main(["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--det-checkpoint",
                  checkpoints["svg-lp"], "--videos", "2", "--samples", "1", "--horizon", "1", "--no-progress"]) == 2
     assert "must be a deterministic model" in capsys.readouterr().err
+    assert main(["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--horizon", str(10**12),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "GiB of memory" in err and "lower --horizon" in err and err.count("\n") == 1
+    blocked = tmp_path / "a-file"
+    blocked.write_text("x")
+    assert main(["--checkpoint", checkpoints["svg-lp"], "--out", str(blocked), "--samples", "1", "--videos", "2",
+                 "--horizon", "1", "--no-progress"]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot write")

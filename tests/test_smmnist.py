@@ -204,3 +204,12 @@ def test_mnist_root_errors_name_the_problem(tmp_path):
     (tmp_path / "train-images-idx3-ubyte").write_bytes(data[:-100])
     with pytest.raises(ValueError, match="truncated"):
         load_digits("train", tmp_path)
+
+
+def test_corrupt_deflate_data_in_a_gzipped_idx_file_is_named(tmp_path):
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((5, 28, 28)), compress=True)
+    data = bytearray((tmp_path / "train-images-idx3-ubyte.gz").read_bytes())
+    data[12:40] = bytes(range(28))  # a valid gzip header, broken deflate stream
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="cannot read MNIST IDX file .*download it again"):
+        load_digits("train", tmp_path)
