@@ -133,4 +133,5 @@ def join_world(device: str = "auto"):
     yield World(rank, size, local_rank, chosen)
     # Only on success: after an error the process exits, and torchrun stops the other ranks.
     if created:
+        dist.barrier()  # no rank tears its connections down while another still uses them
         dist.destroy_process_group()
