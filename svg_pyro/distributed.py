@@ -14,6 +14,7 @@ converted to SyncBatchNorm, whose statistics cover the global batch as one proce
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from dataclasses import dataclass, field
 
@@ -133,5 +134,8 @@ def join_world(device: str = "auto"):
     yield World(rank, size, local_rank, chosen)
     # Only on success: after an error the process exits, and torchrun stops the other ranks.
     if created:
+        # Free the DDP wrapper (held in reference cycles) while the interpreter is whole: gloo
+        # work it still owns, freed during interpreter shutdown, can abort the process.
+        gc.collect()
         dist.barrier()  # no rank tears its connections down while another still uses them
         dist.destroy_process_group()
