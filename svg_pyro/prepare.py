@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import zlib
 import re
 import struct
 import sys
@@ -187,7 +188,7 @@ def read_tfrecords(path: Path):
                 (length,) = struct.unpack("<Q", length_bytes)
                 data = f.read(length)
                 footer = f.read(4)
-            except (OSError, EOFError) as err:  # a damaged gzip stream
+            except (OSError, EOFError, zlib.error) as err:  # a damaged gzip stream
                 raise CorruptSource(f"cannot read it ({err})") from err
             if len(data) < length or len(footer) < 4:
                 raise CorruptSource(f"file ends inside {where} (truncated)")
@@ -342,6 +343,10 @@ def main(argv=None) -> int:
             summary = prepare_bair(args.src, args.out)
     except (PrepareError, StoreError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # an --out that is a file, a read-only or full disk, ...
+        print(f"error: cannot write {err.filename or args.out}: {err.strerror or err}; choose another --out "
+              "or free space there (what is already in the store is kept)", file=sys.stderr)
         return 2
     print(f"{args.dataset}: {len(summary.prepared)} files prepared, {len(summary.skipped)} already in "
           f"the store, {len(summary.failed)} failed -> {args.out}")

@@ -181,3 +181,30 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_run(tmp_pa
     assert main(["--out", str(out), "--resume", "--no-progress"]) == 0
     whole = train(preset("tiny", steps=steps, checkpoint_every=5, sample_every=1000), tmp_path / "whole", progress=False)
     assert _values(_rows(out)) == _values(whole)  # no row duplicated or missing, every loss identical
+
+
+def test_a_read_only_filesystem_is_reported_in_one_line(tmp_path, monkeypatch, capsys):
+    """(This machine runs tests as root, which writes through chmod: the filesystem's refusal is
+    simulated where the run directory is created.)"""
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    assert main(["--preset", "tiny", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {tmp_path / 'run'}: Read-only file system") and err.count("\n") == 1
+
+
+def test_a_non_finite_gradient_with_a_finite_loss_is_not_applied(tiny):
+    from svg_pyro.distributed import World
+    from svg_pyro.train import training_objective, training_step
+
+    config, svg, guide, batch = tiny
+    objective = training_objective(svg, guide, config.elbo)
+    params = list(svg.parameters()) + list(guide.parameters())
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    before = [p.detach().clone() for p in params]
+    svg.decoder.head[0].weight.register_hook(lambda grad: grad * float("nan"))
+    loss = training_step(objective, optimizer, svg, batch, config.n_past, World())
+    assert torch.isnan(loss)
+    assert all(torch.equal(a, p) for a, p in zip(before, params))  # no update from the bad step

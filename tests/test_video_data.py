@@ -217,6 +217,11 @@ def test_missing_and_mismatched_inputs_give_clear_errors(kth, tmp_path, capsys):
     src = kth[0]
     assert prepare.main(["kth", "--src", str(src), "--out", str(store), "--size", "128"]) == 2
     assert "different settings" in capsys.readouterr().err
+    # an --out that is a file
+    (tmp_path / "a-file").write_text("x")
+    assert prepare.main(["kth", "--src", str(src), "--out", str(tmp_path / "a-file")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write") and err.count("\n") == 1
 
     for root in (None, tmp_path / "missing", tmp_path / "empty"):
         with pytest.raises(ValueError, match=r"python -m svg_pyro\.prepare kth"):
@@ -379,16 +384,22 @@ def test_bair_rerun_skips_and_corrupt_records_are_reported(bair, tmp_path, capsy
     (src / "train" / "badcrc.tfrecords").write_bytes(bytes(raw))
     (src / "train" / "truncated.tfrecords").write_bytes(bytes(raw[: len(raw) - 1000]))
     write_tfrecords(src / "train" / "notbair.tfrecords", [pb_example({"x": b"1"})])
+    import gzip
+
+    deflated = bytearray(gzip.compress((src / "test" / "good.tfrecords").read_bytes()))
+    deflated[12:40] = bytes(range(28))  # a valid gzip header, then a broken deflate stream
+    (src / "train" / "baddeflate.tfrecords").write_bytes(bytes(deflated))
     out = tmp_path / "out"
     assert prepare.main(["bair", "--src", str(tmp_path), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "train/badcrc.tfrecords: data checksum mismatch in record 1" in err
     assert "train/truncated.tfrecords: file ends inside record 1" in err
     assert "train/notbair.tfrecords: record 0 has no '0/image_aux1/encoded'" in err
+    assert "train/baddeflate.tfrecords: cannot read it (Error -3 while decompressing data" in err
     manifest = json.loads((out / "store.json").read_text())
     assert list(manifest["sources"]) == ["test/good.tfrecords"]
     assert manifest["splits"] == {"train": {"frames": 0}, "test": {"frames": 60}}
-    with pytest.warns(UserWarning, match="3 source files failed preparation .* train/badcrc"), \
+    with pytest.warns(UserWarning, match="4 source files failed preparation .* train/badcrc"), \
             pytest.raises(ValueError, match="no training video"):
         make_datasets(preset("bair-cpu", data_root=str(out)))
 
