@@ -231,9 +231,9 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
                 stop: GracefulStop) -> list[dict]:
     device = world.device
     train_set, test_set = make_datasets(config)
-    if world.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    if world.is_main:  # the directory exists: rank 0 created it when it took the lock
+        with atomic_path(out / "config.json") as tmp:
+            tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
     pyro.clear_param_store()  # pyro.module would otherwise hand back stale tensors
     pyro.set_rng_seed(config.seed)
