@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""Train SVG with Pyro SVI. ``python svi_train.py --help`` lists the options."""
+"""Train SVG with Pyro SVI: ``svg-pyro train``. ``python svi_train.py --help`` lists the options."""
 import sys
 
-from svg_pyro.train import main
+from svg_pyro.cli import run_subcommand
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_subcommand("train", prog="svi_train.py"))

@@ -1,4 +1,4 @@
 """Pyro guides for SVG."""
-from guides.posterior import RecurrentPosterior
+from .posterior import RecurrentPosterior
 
 __all__ = ["RecurrentPosterior"]

@@ -7,6 +7,7 @@ from pyro import poutine
 from torch import nn
 
 from svg_pyro.networks import GaussianLSTM
+from svg_pyro.sites import latent_site
 
 
 class RecurrentPosterior(nn.Module):
@@ -32,7 +33,7 @@ class RecurrentPosterior(nn.Module):
             for t in pyro.markov(range(1, videos.shape[1])):
                 mu, sigma, state = self.net(h_steps[t], state)
                 with poutine.scale(scale=self.kl_weight):
-                    pyro.sample(f"z_{t}", dist.Normal(mu, sigma).to_event(1))
+                    pyro.sample(latent_site(t), dist.Normal(mu, sigma).to_event(1))
 
 
 def empty_guide(videos, n_past: int, n_frames: int | None = None):

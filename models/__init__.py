@@ -1,5 +1,5 @@
 """Pyro models of SVG: the generative model and its priors."""
-from models.priors import FixedPrior, LearnedPrior
-from models.svg import SVG
+from .priors import FixedPrior, LearnedPrior
+from .svg import SVG
 
 __all__ = ["SVG", "LearnedPrior", "FixedPrior"]

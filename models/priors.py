@@ -11,6 +11,7 @@ from pyro.poutine.messenger import Messenger
 from torch import nn
 
 from svg_pyro.networks import GaussianLSTM
+from svg_pyro.sites import FRAME, LATENT, site_step
 
 
 class LearnedPrior(nn.Module):
@@ -42,22 +43,29 @@ class FixedPrior(nn.Module):
 # Swapping the prior at sampling time: an effect handler on the z_t sites
 
 
-def site_step(name: str) -> tuple[str, int] | None:
-    """("z", 7) for the site "z_7", ("x", 3) for "x_3"; None for any other site."""
-    kind, _, step = name.partition("_")
-    if kind in ("z", "x") and step.isdigit():
-        return kind, int(step)
-    return None
-
-
 def fixed_prior(t: int, fn: dist.Distribution) -> dist.Distribution:
     """Replacement for ``swap_prior``: SVG-FP's N(0, I), with the shapes of the site's ``fn``."""
     return FixedPrior(fn.event_shape[-1])(fn.mean)[0]
 
 
-class swap_prior(Messenger):
+def swap_prior(replacement, from_step: int, fn=None):
     """Effect handler: draw the latents z_t of ``SVG.model`` from another prior at the generation
-    steps t >= ``from_step`` (pass ``n_past``).
+    steps t >= ``from_step`` (pass ``n_past``); see ``SwapPriorMessenger``. Like Pyro's handlers,
+    it wraps ``fn`` when given, and is a context manager / decorator otherwise."""
+    messenger = SwapPriorMessenger(replacement, from_step)
+    return messenger if fn is None else messenger(fn)
+
+
+def learned_prior_of(other, videos, from_step: int, fn=None):
+    """``swap_prior`` to the learned prior of another SVG-LP model ``other``; see
+    ``LearnedPriorMessenger``."""
+    messenger = LearnedPriorMessenger(other, videos, from_step)
+    return messenger if fn is None else messenger(fn)
+
+
+class SwapPriorMessenger(Messenger):
+    """Draws the latents z_t of ``SVG.model`` from another prior at the generation steps
+    t >= ``from_step``.
 
     At each site "z_t" with t >= from_step it replaces ``msg["fn"]`` by ``replacement(t, fn)``, a
     distribution with the same batch and event shapes (checked). Earlier steps are conditioning
@@ -82,7 +90,7 @@ class swap_prior(Messenger):
 
     def _pyro_sample(self, msg):
         site = site_step(msg["name"])
-        if site is None or site[0] != "z" or site[1] < self.from_step:
+        if site is None or site[0] != LATENT or site[1] < self.from_step:
             return
         fn = msg["fn"]
         new = self.replacement(site[1], fn)
@@ -99,8 +107,8 @@ class swap_prior(Messenger):
         msg["fn"] = new
 
 
-class learned_prior_of(swap_prior):
-    """``swap_prior`` to the learned prior of another SVG-LP model ``other`` (same z_dim).
+class LearnedPriorMessenger(SwapPriorMessenger):
+    """Swaps in the learned prior of another SVG-LP model ``other`` (same z_dim).
 
     That prior was trained on ``other``'s own encodings, so it is run on ``other.encoder`` of the
     frames the sampled model conditions on (not on the sampled model's h_{t-1}, which lives in
@@ -126,9 +134,9 @@ class learned_prior_of(swap_prior):
 
     def _pyro_sample(self, msg):
         site = site_step(msg["name"])
-        if site == ("z", 1):
+        if site == (LATENT, 1):
             self._restart()
-        elif site is not None and site[0] == "x" and site[1] == len(self._frames):
+        elif site is not None and site[0] == FRAME and site[1] == len(self._frames):
             self._frames.append(msg["fn"].mean)  # a generated frame, as the model feeds it back
         super()._pyro_sample(msg)
 

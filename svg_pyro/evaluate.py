@@ -15,7 +15,6 @@ See docs/evaluation.md.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -147,14 +146,54 @@ def _check_same_data(config, other, path) -> None:
                              f"checkpoint on {getattr(config, name)!r}; compare models of the same data")
 
 
-def evaluate(checkpoint, out, *, samples: int = 100, videos: int = 256, n_past: int | None = None,
-             horizon: int | None = None, prior: str = "learned", prior_checkpoint=None,
-             det_checkpoint=None, device: str = "auto", bn: str = "eval",
-             max_batch: int = DEFAULT_MAX_BATCH, seed: int = 0, data_root: str | None = None,
-             mnist_root: str | None = None, window: tuple[int, int] | None = None,
-             progress: bool = True) -> dict:
-    """Run the protocol (module doc) and write its outputs to ``out``; returns metrics.json's dict.
-    ``window`` = (first, last) frame index: also summarise each video's scores over those frames."""
+# ---------------------------------------------------------------------------------------------
+# the protocol, step by step: check and load, score, summarise, write
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """A checked request: the model, its test set and the settings the protocol runs with."""
+    checkpoint: object  # the path as given
+    config: object  # the checkpoint's Config, with the data roots it was pointed to
+    svg: object
+    guide: object
+    step: int
+    device: torch.device
+    test_set: object
+    samples: int  # 1 for the deterministic model, whatever was asked
+    videos: int
+    n_past: int
+    horizon: int
+    prior: object  # sample_chunks' prior: None (the model's own), "fixed" or another SVG-LP model
+    prior_label: str
+    bn: str
+    max_batch: int
+    window: tuple[int, int] | None
+
+    @property
+    def n_frames(self) -> int:
+        return self.n_past + self.horizon
+
+    @property
+    def window_steps(self) -> slice | None:
+        """``window`` as a slice of the predicted steps."""
+        w = self.window
+        return None if w is None else slice(w[0] - self.n_past, w[1] - self.n_past + 1)
+
+    @property
+    def label(self) -> str:
+        """The model's name in the table and figures, naming a swapped-in prior."""
+        own = self.prior_label == "own" or self.svg.prior is None
+        return f"{self.config.model}" + ("" if own else f" under {self.prior_label}")
+
+
+def load_evaluation(checkpoint, *, samples: int = 100, videos: int = 256, n_past: int | None = None,
+                    horizon: int | None = None, prior: str = "learned", prior_checkpoint=None,
+                    device: str = "auto", bn: str = "eval", max_batch: int = DEFAULT_MAX_BATCH,
+                    data_root: str | None = None, mnist_root: str | None = None,
+                    window: tuple[int, int] | None = None) -> Evaluation:
+    """Check the settings and load the model, the test set and any swapped-in prior; arguments as
+    ``evaluate``'s. Requests that cannot run (or would not fit in memory) are refused here."""
     if prior not in ("learned", "fixed"):
         raise ValueError(f"--prior must be 'learned' or 'fixed', not {prior!r}")
     if prior == "fixed" and prior_checkpoint is not None:
@@ -176,7 +215,6 @@ def evaluate(checkpoint, out, *, samples: int = 100, videos: int = 256, n_past: 
     if window is not None and not n_past <= window[0] <= window[1] < n_frames:
         raise ValueError(f"--window {window[0]} {window[1]} must lie within the predicted frames "
                          f"{n_past}..{n_frames - 1}; lower it or raise --horizon")
-    steps = None if window is None else slice(window[0] - n_past, window[1] - n_past + 1)
     # what the score arrays and one chunk of sampled frames hold, refused before allocating
     need = 4 * (len(METRICS) * samples * videos * horizon
                 + max_batch * n_frames * config.channels * config.image_size**2)
@@ -201,61 +239,103 @@ def evaluate(checkpoint, out, *, samples: int = 100, videos: int = 256, n_past: 
             raise ValueError(f"--prior-checkpoint must be an SVG-LP model with z_dim {config.z_dim}; "
                              f"{prior_checkpoint} is {other_config.model} with z_dim {other_config.z_dim}")
         prior_arg, prior_label = other, f"learned prior of {prior_checkpoint}"
+    return Evaluation(checkpoint=checkpoint, config=config, svg=svg, guide=guide, step=step,
+                      device=torch_device, test_set=test_set, samples=samples, videos=videos,
+                      n_past=n_past, horizon=horizon, prior=prior_arg, prior_label=prior_label, bn=bn,
+                      max_batch=max_batch, window=window)
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    pyro.set_rng_seed(seed)
-    started = time.perf_counter()
-    shown = [Shown(truth=test_set[i]) for i in range(min(GRID_VIDEOS, videos))]
-    common = dict(num_videos=videos, n_past=n_past, n_frames=n_frames, bn=bn, max_batch=max_batch,
-                  progress=progress)
-    label = f"{config.model}" + ("" if prior_label == "own" or svg.prior is None else f" under {prior_label}")
-    scores = {"svg": _score_model(svg, guide, test_set, num_samples=samples, prior=prior_arg,
-                                  shown=shown, desc=label, **common)}
-    labels = {"svg": label}
+
+def score_all(ev: Evaluation, det_checkpoint=None, progress: bool = True):
+    """(scores, labels, shown): per result key (RESULT_KEYS) the scores (samples, videos, steps) per
+    metric and the label, and the frames of the sample grid. The deterministic baseline is loaded
+    and checked only after the model is scored."""
+    shown = [Shown(truth=ev.test_set[i]) for i in range(min(GRID_VIDEOS, ev.videos))]
+    common = dict(num_videos=ev.videos, n_past=ev.n_past, n_frames=ev.n_frames, bn=ev.bn,
+                  max_batch=ev.max_batch, progress=progress)
+    scores = {"svg": _score_model(ev.svg, ev.guide, ev.test_set, num_samples=ev.samples, prior=ev.prior,
+                                  shown=shown, desc=ev.label, **common)}
+    labels = {"svg": ev.label}
     if det_checkpoint is not None:
-        det_config, det, det_guide, _ = _load(det_checkpoint, torch_device, "--det-checkpoint")
-        _check_same_data(config, det_config, det_checkpoint)
+        det_config, det, det_guide, _ = _load(det_checkpoint, ev.device, "--det-checkpoint")
+        _check_same_data(ev.config, det_config, det_checkpoint)
         if det_config.model != "det":
             raise ValueError(f"--det-checkpoint must be a deterministic model (model 'det'); "
                              f"{det_checkpoint} is {det_config.model}")
         det_shown = [Shown(truth=s.truth) for s in shown]
-        scores["deterministic"] = _score_model(det, det_guide, test_set, num_samples=1, prior=None,
+        scores["deterministic"] = _score_model(det, det_guide, ev.test_set, num_samples=1, prior=None,
                                                shown=det_shown, desc="det", **common)
         for s, d in zip(shown, det_shown):
             s.det = d.best
         labels["deterministic"] = "deterministic"
-    truth = torch.stack([test_set[i] for i in range(videos)])
-    last = truth[:, n_past - 1:n_past].expand(-1, horizon, *truth.shape[2:])
-    scores["copy_last_frame"] = {k: v[None] for k, v in frame_scores(last, truth[:, n_past:]).items()}
+    truth = torch.stack([ev.test_set[i] for i in range(ev.videos)])
+    last = truth[:, ev.n_past - 1:ev.n_past].expand(-1, ev.horizon, *truth.shape[2:])
+    scores["copy_last_frame"] = {k: v[None] for k, v in frame_scores(last, truth[:, ev.n_past:]).items()}
     labels["copy_last_frame"] = "copy last frame"
+    return scores, labels, shown
 
-    results = {key: {"label": labels[key], "samples": int(next(iter(s.values())).shape[0]),
-                     **{name: summarize(values, steps) for name, values in s.items()}}
-               for key, s in scores.items()}
-    metrics = {
+
+def summarize_results(scores: dict, labels: dict, window_steps: slice | None = None) -> dict:
+    """metrics.json's "results": per result key, its label, its number of samples and, per metric,
+    the best-of-N and mean-of-N summaries (``summarize``)."""
+    return {key: {"label": labels[key], "samples": int(next(iter(s.values())).shape[0]),
+                  **{name: summarize(values, window_steps) for name, values in s.items()}}
+            for key, s in scores.items()}
+
+
+def build_metrics(ev: Evaluation, results: dict, *, seed: int, det_checkpoint=None, seconds: float) -> dict:
+    """metrics.json's content: the settings under "protocol", the predicted frames and ``results``."""
+    return {
         "protocol": {
-            "checkpoint": str(checkpoint), "step": step, "model": config.model, "dataset": config.dataset,
-            "samples": samples, "videos": videos, "n_past": n_past, "horizon": horizon,
-            "prior": prior_label, "batchnorm": bn, "seed": seed, "device": str(torch_device),
-            "max_batch": max_batch, "window": None if window is None else list(window),
+            "checkpoint": str(ev.checkpoint), "step": ev.step, "model": ev.config.model,
+            "dataset": ev.config.dataset, "samples": ev.samples, "videos": ev.videos, "n_past": ev.n_past,
+            "horizon": ev.horizon, "prior": ev.prior_label, "batchnorm": ev.bn, "seed": seed,
+            "device": str(ev.device), "max_batch": ev.max_batch,
+            "window": None if ev.window is None else list(ev.window),
             "det_checkpoint": None if det_checkpoint is None else str(det_checkpoint),
             "metrics": describe(),
             "selection": "per metric and video, the sample with the highest score averaged over the "
                          "predicted frames (conditioning frames excluded)",
             "interval": "95%: 1.96 * sample std over videos / sqrt(videos)",
-            "seconds": round(time.perf_counter() - started, 1),
+            "seconds": round(seconds, 1),
         },
-        "time_steps": list(range(n_past, n_frames)),
+        "time_steps": list(range(ev.n_past, ev.n_frames)),
         "results": results,
     }
+
+
+def write_outputs(out, metrics: dict, shown: list[Shown]) -> None:
+    """metrics.json, table.md, per_step.png and samples.png/.gif (the grid of ``shown``) in ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     (out / "table.md").write_text(markdown_table(metrics))
     from svg_pyro.eval_plots import plot_per_step, save_shown
 
+    p = metrics["protocol"]
     plot_per_step(metrics, out / "per_step.png")
-    save_shown(shown, n_past, out / "samples", title=f"{label}, step {step}: truth, best-SSIM of "
-               f"{samples} and random samples")
+    save_shown(shown, p["n_past"], out / "samples", title=f"{metrics['results']['svg']['label']}, step "
+               f"{p['step']}: truth, best-SSIM of {p['samples']} and random samples")
+
+
+def evaluate(checkpoint, out, *, samples: int = 100, videos: int = 256, n_past: int | None = None,
+             horizon: int | None = None, prior: str = "learned", prior_checkpoint=None,
+             det_checkpoint=None, device: str = "auto", bn: str = "eval",
+             max_batch: int = DEFAULT_MAX_BATCH, seed: int = 0, data_root: str | None = None,
+             mnist_root: str | None = None, window: tuple[int, int] | None = None,
+             progress: bool = True) -> dict:
+    """Run the protocol (module doc) and write its outputs to ``out``; returns metrics.json's dict.
+    ``window`` = (first, last) frame index: also summarise each video's scores over those frames."""
+    ev = load_evaluation(checkpoint, samples=samples, videos=videos, n_past=n_past, horizon=horizon,
+                         prior=prior, prior_checkpoint=prior_checkpoint, device=device, bn=bn,
+                         max_batch=max_batch, data_root=data_root, mnist_root=mnist_root, window=window)
+    Path(out).mkdir(parents=True, exist_ok=True)  # before sampling: an unusable --out fails at once
+    pyro.set_rng_seed(seed)
+    started = time.perf_counter()
+    scores, labels, shown = score_all(ev, det_checkpoint, progress)
+    results = summarize_results(scores, labels, ev.window_steps)
+    metrics = build_metrics(ev, results, seed=seed, det_checkpoint=det_checkpoint,
+                            seconds=time.perf_counter() - started)
+    write_outputs(out, metrics, shown)
     return metrics
 
 
@@ -286,53 +366,7 @@ def markdown_table(metrics: dict) -> str:
 # command line
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m svg_pyro.evaluate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="checkpoint.pt of the model to evaluate")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--samples", type=int, default=100, help="futures drawn per test video")
-    p.add_argument("--videos", type=int, default=256, help="test videos (the first ones of the test set)")
-    p.add_argument("--n-past", type=int, help="conditioning frames (default: the checkpoint's n_past)")
-    p.add_argument("--horizon", type=int, help="predicted frames (default: 25 SM-MNIST, 30 KTH, 28 BAIR)")
-    p.add_argument("--prior", choices=("learned", "fixed"), default="learned",
-                   help="learned: the checkpoint's own prior; fixed: swap in N(0, I) at sampling time")
-    p.add_argument("--prior-checkpoint", help="sample under the learned prior of this SVG-LP checkpoint")
-    p.add_argument("--det-checkpoint", help="checkpoint of the deterministic baseline")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--bn", choices=BN_MODES, default="eval",
-                   help="BatchNorm at sampling time: eval = running statistics, train = batch statistics")
-    p.add_argument("--batch", type=int, default=DEFAULT_MAX_BATCH, help="(sample, video) rows per forward pass")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--window", type=int, nargs=2, metavar=("FIRST", "LAST"),
-                   help="also report best-of-N averaged over these frame indices (e.g. 10 20)")
-    p.add_argument("--data-root", help="prepared KTH/BAIR store, if it moved since training")
-    p.add_argument("--mnist-root", help="MNIST IDX files, if they moved since training")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        metrics = evaluate(args.checkpoint, args.out, samples=args.samples, videos=args.videos,
-                           n_past=args.n_past, horizon=args.horizon, prior=args.prior,
-                           prior_checkpoint=args.prior_checkpoint, det_checkpoint=args.det_checkpoint,
-                           device=args.device, bn=args.bn, max_batch=args.batch, seed=args.seed,
-                           data_root=args.data_root, mnist_root=args.mnist_root,
-                           window=None if args.window is None else tuple(args.window),
-                           progress=not args.no_progress)
-    except (CheckpointError, ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # an --out that is a file, a read-only or full disk, ...
-        print(f"error: cannot write {err.filename or args.out}: {err.strerror or err}; choose another --out",
-              file=sys.stderr)
-        return 2
-    print(markdown_table(metrics), end="")
-    print(f"written: {Path(args.out) / 'metrics.json'}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from svg_pyro.cli import run_subcommand
+
+    sys.exit(run_subcommand("evaluate", prog="python -m svg_pyro.evaluate"))

@@ -8,7 +8,6 @@ over the last ``--smooth`` logged rows, which shows where in the video the laten
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -63,35 +62,23 @@ def plot_kl_curves(runs: dict, path, smooth: int = 10, title: str = "") -> None:
     fig.savefig(path, dpi=120)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m svg_pyro.kl_curves", description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", help="run directories (each holds metrics.jsonl)")
-    p.add_argument("--out", required=True, help="PNG to write")
-    p.add_argument("--labels", nargs="+", help="one label per run (default: the directory names)")
-    p.add_argument("--smooth", type=int, default=10, help="logged rows to average over")
-    p.add_argument("--until", type=int, help="ignore rows after this training step (compare runs at one step)")
-    p.add_argument("--title", default="")
-    args = p.parse_args(argv)
-    labels = args.labels or [Path(r).name for r in args.runs]
-    try:
-        if len(labels) != len(args.runs):
-            raise ValueError(f"got {len(labels)} labels for {len(args.runs)} runs; give one per run")
-        if args.smooth < 1:
-            raise ValueError("--smooth must be at least 1")
-        runs = {label: read_metrics(run) for label, run in zip(labels, args.runs)}
-        if args.until is not None:
-            runs = {label: [r for r in rows if r["step"] <= args.until] for label, rows in runs.items()}
-            if not all(runs.values()):
-                raise ValueError(f"a run has no logged row up to step {args.until}; raise --until")
-        plot_kl_curves(runs, args.out, args.smooth, args.title)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for label, rows in runs.items():
-        print(f"{label}: KL per transition {rows[-1]['kl_per_step']:.3f} at step {rows[-1]['step']}")
-    print(f"wrote {args.out}")
-    return 0
+def compare_runs(run_dirs, out, labels=None, smooth: int = 10, until: int | None = None, title: str = ""):
+    """Plot the runs' KL curves into ``out``; returns each label's metrics rows."""
+    labels = labels or [Path(r).name for r in run_dirs]
+    if len(labels) != len(run_dirs):
+        raise ValueError(f"got {len(labels)} labels for {len(run_dirs)} runs; give one per run")
+    if smooth < 1:
+        raise ValueError("--smooth must be at least 1")
+    runs = {label: read_metrics(run) for label, run in zip(labels, run_dirs)}
+    if until is not None:
+        runs = {label: [r for r in rows if r["step"] <= until] for label, rows in runs.items()}
+        if not all(runs.values()):
+            raise ValueError(f"a run has no logged row up to step {until}; raise --until")
+    plot_kl_curves(runs, out, smooth, title)
+    return runs
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from svg_pyro.cli import run_subcommand
+
+    sys.exit(run_subcommand("kl-curves", prog="python -m svg_pyro.kl_curves"))

@@ -15,6 +15,8 @@ import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions import kl_divergence
 
+from svg_pyro.sites import FRAME, LATENT, site_step
+
 
 def make_elbo(name: str, num_particles: int = 1, vectorize_particles: bool = False):
     """'trace': Monte-Carlo KL (Trace_ELBO); 'meanfield': analytic KL (TraceMeanField_ELBO)."""
@@ -30,12 +32,13 @@ def loss_terms(model_trace, guide_trace) -> dict:
     steps of the analytic KL(q || p) in nats, and the per-step values ``mse_t``, ``kl_t``."""
     mse_t, kl_t = [], []
     for name, site in model_trace.nodes.items():
-        if site["type"] != "sample":
+        kind = (site_step(name) or (None,))[0]
+        if site["type"] != "sample" or kind is None:
             continue
-        if site["is_observed"] and name.startswith("x_"):
+        if site["is_observed"] and kind == FRAME:
             err = (site["value"] - site["fn"].base_dist.loc).detach() ** 2
             mse_t.append(err.flatten(-3).mean(-1).mean().item())
-        elif name.startswith("z_") and name in guide_trace.nodes:
+        elif kind == LATENT and name in guide_trace.nodes:
             kl = kl_divergence(guide_trace.nodes[name]["fn"], site["fn"]).detach()
             kl_t.append(kl.mean().item())
     return {"mse": sum(mse_t), "kl": sum(kl_t), "mse_t": mse_t, "kl_t": kl_t}

@@ -18,7 +18,6 @@ prepared, 1 when some failed, 2 on a usage error.
 """
 from __future__ import annotations
 
-import argparse
 import gzip
 import zlib
 import re
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from svg_pyro.video_store import StoreError, StoreWriter
+from svg_pyro.video_store import StoreWriter
 
 KTH_ACTIONS = ("boxing", "handclapping", "handwaving", "jogging", "running", "walking")
 KTH_NAME = re.compile(r"person(\d\d)_([a-z]+)_d([1-4])_uncomp\.avi")
@@ -326,39 +325,7 @@ def prepare_bair(src, out) -> Summary:
 # ---------------------------------------------------------------------------------------------
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m svg_pyro.prepare", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="dataset", required=True)
-    kth = sub.add_parser("kth", help="KTH actions: a folder of personNN_ACTION_dN_uncomp.avi files")
-    bair = sub.add_parser("bair", help="BAIR robot pushing: the unpacked softmotion30_44k TFRecords")
-    for p in (kth, bair):
-        p.add_argument("--src", required=True, help="folder holding the downloaded, unpacked files")
-        p.add_argument("--out", required=True, help="store folder to create (or resume)")
-    kth.add_argument("--size", type=int, default=64, choices=(64, 128), help="frame size (default 64)")
-    args = parser.parse_args(argv)
-    try:
-        if args.dataset == "kth":
-            summary = prepare_kth(args.src, args.out, args.size)
-        else:
-            summary = prepare_bair(args.src, args.out)
-    except (PrepareError, StoreError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # an --out that is a file, a read-only or full disk, ...
-        print(f"error: cannot write {err.filename or args.out}: {err.strerror or err}; choose another --out "
-              "or free space there (what is already in the store is kept)", file=sys.stderr)
-        return 2
-    print(f"{args.dataset}: {len(summary.prepared)} files prepared, {len(summary.skipped)} already in "
-          f"the store, {len(summary.failed)} failed -> {args.out}")
-    if summary.ignored:
-        print(f"ignored {len(summary.ignored)} files not named like dataset files, e.g. {summary.ignored[0]}")
-    if summary.failed:
-        print("FAILED (left out of the store; replace them and run the same command again):", file=sys.stderr)
-        for key, reason in summary.failed.items():
-            print(f"  {key}: {reason}", file=sys.stderr)
-        return 1
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from svg_pyro.cli import run_subcommand
+
+    sys.exit(run_subcommand("prepare", prog="python -m svg_pyro.prepare"))

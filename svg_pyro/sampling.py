@@ -1,7 +1,7 @@
 """Conditional generation with ``pyro.infer.Predictive``, in bounded memory.
 
 The reference procedure: z_t from the posterior (guide) on the conditioning steps t < n_past, from
-a prior after them (the model's own, or a swapped one, see ``models.priors.swap_prior``);
+a prior after them (the model's own, or a swapped one, see ``svg_pyro.models.priors.swap_prior``);
 generated frames are fed back as the next input.
 
 Vectorization and memory. ``predict`` is one ``Predictive(parallel=True)`` call: the samples are a
@@ -29,9 +29,11 @@ from pyro.infer import Predictive
 from torch import nn
 from tqdm.auto import tqdm
 
-from models.priors import fixed_prior, learned_prior_of, swap_prior
+from svg_pyro.models.priors import fixed_prior, learned_prior_of, swap_prior
+from svg_pyro.sites import latent_site
 
 BN_MODES = ("eval", "train")
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 DEFAULT_MAX_BATCH = 256  # (sample, video) rows per Predictive call
 
 
@@ -47,7 +49,7 @@ def batchnorm_mode(modules, mode: str):
         raise ValueError(f"BatchNorm mode {mode!r} is unknown; choose 'eval' (running statistics) "
                          "or 'train' (batch statistics)")
     layers = [m for module in modules if isinstance(module, nn.Module)
-              for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+              for m in module.modules() if isinstance(m, BATCHNORMS)]
     saved = [(m.training, {k: v.clone() for k, v in m.named_buffers()}) for m in layers]
     try:
         for m in layers:
@@ -85,7 +87,7 @@ def predict(svg, guide, context: torch.Tensor, n_past: int, n_frames: int, num_s
     """
     if context.shape[1] != n_past:
         raise ValueError(f"context must hold exactly n_past={n_past} frames, got {context.shape[1]}")
-    z_sites = [f"z_{t}" for t in range(1, n_frames)] if svg.z_dim else []
+    z_sites = [latent_site(t) for t in range(1, n_frames)] if svg.z_dim else []
     model = _prior_model(svg, prior, context, n_past)
     predictive = Predictive(model, guide=guide, num_samples=num_samples, parallel=True,
                             return_sites=["_RETURN", *z_sites])

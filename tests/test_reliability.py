@@ -13,7 +13,8 @@ import torch
 
 from svg_pyro.checkpoint import atomic_path, load_checkpoint
 from svg_pyro.config import preset
-from svg_pyro.train import main, train
+from svg_pyro.cli import run_subcommand
+from svg_pyro.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = dict(sample_every=10_000)
@@ -46,7 +47,7 @@ def test_a_signal_checkpoints_the_step_reached_and_the_run_resumes_exactly(tmp_p
     out = tmp_path / "run"
     child = _start(out)
     if sig == signal.SIGTERM:  # a second run into the same directory is refused meanwhile
-        assert main(["--preset", "tiny", "--seed", "7", "--out", str(out), "--no-progress"]) == 2
+        assert run_subcommand("train", ["--preset", "tiny", "--seed", "7", "--out", str(out), "--no-progress"]) == 2
         assert f"in use by a running training (pid {child.pid})" in capsys.readouterr().err
     child.send_signal(sig)
     _, err = child.communicate(timeout=60)
@@ -59,7 +60,7 @@ def test_a_signal_checkpoints_the_step_reached_and_the_run_resumes_exactly(tmp_p
     assert json.loads((out / "config.json").read_text())["seed"] == 0  # the refused run wrote nothing
     assert not list(out.glob("*.tmp"))
 
-    assert main(["--out", str(out), "--resume", "--steps", str(reached + 2), "--no-progress"]) == 0
+    assert run_subcommand("train", ["--out", str(out), "--resume", "--steps", str(reached + 2), "--no-progress"]) == 0
     whole = train(preset("tiny", steps=reached + 2, **QUIET), tmp_path / "whole", progress=False)
     assert _values(_rows(out)) == _values(whole)
 
@@ -77,7 +78,7 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_leaves_no_temporary_file(tmp_
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(f))
 
     monkeypatch.setattr(checkpoint.torch, "save", disk_full)
-    assert main(["--out", str(out), "--resume", "--steps", "4", "--checkpoint-every", "2", "--no-progress"]) == 2
+    assert run_subcommand("train", ["--out", str(out), "--resume", "--steps", "4", "--checkpoint-every", "2", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and "checkpoint.pt.tmp" in err and "Traceback" not in err
     assert (out / "checkpoint.pt").read_bytes() == before
@@ -104,7 +105,7 @@ def test_a_fresh_run_starts_a_fresh_log_and_clears_stray_temporary_files(tmp_pat
 def test_an_lr_given_with_resume_takes_effect_and_is_recorded(tmp_path):
     out = tmp_path / "run"
     train(preset("tiny", steps=2, **QUIET), out, progress=False)
-    assert main(["--out", str(out), "--resume", "--steps", "3", "--lr", "1e-4", "--no-progress"]) == 0
+    assert run_subcommand("train", ["--out", str(out), "--resume", "--steps", "3", "--lr", "1e-4", "--no-progress"]) == 0
     state = load_checkpoint(out / "checkpoint.pt")
     assert {g["lr"] for name in state["optimizer"] for g in state["optimizer"][name]["param_groups"]} == {1e-4}
     assert json.loads((out / "config.json").read_text())["lr"] == 1e-4
@@ -131,7 +132,7 @@ def test_atomic_writes_leave_the_old_file_when_they_fail(tmp_path):
     ("--obs-scale", "0", "obs_scale must be a finite number > 0"),
 ])
 def test_bad_options_are_refused_in_one_line(tmp_path, capsys, option, value, message):
-    assert main(["--preset", "tiny", "--out", str(tmp_path / "run"), option, value, "--no-progress"]) == 2
+    assert run_subcommand("train", ["--preset", "tiny", "--out", str(tmp_path / "run"), option, value, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
@@ -140,7 +141,7 @@ def test_bad_options_are_refused_in_one_line(tmp_path, capsys, option, value, me
 def test_an_out_that_is_a_file_is_refused_in_one_line(tmp_path, capsys):
     target = tmp_path / "taken"
     target.write_text("not a directory")
-    assert main(["--preset", "tiny", "--out", str(target), "--no-progress"]) == 2
+    assert run_subcommand("train", ["--preset", "tiny", "--out", str(target), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot write") and str(target) in err and err.count("\n") == 1
     assert target.read_text() == "not a directory"
@@ -151,11 +152,11 @@ def test_divergence_stops_with_one_line_and_a_resume_with_a_lower_lr_proceeds(tm
     train(preset("tiny", steps=2, **QUIET), out, progress=False)
     before = (out / "checkpoint.pt").read_bytes()
     # a huge learning rate sends the networks' outputs to inf within a few steps
-    assert main(["--out", str(out), "--resume", "--steps", "40", "--lr", "1e6", "--no-progress"]) == 2
+    assert run_subcommand("train", ["--out", str(out), "--resume", "--steps", "40", "--lr", "1e6", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "became non-finite at step" in err and "checkpoint of step 2" in err and err.count("\n") == 1
     assert (out / "checkpoint.pt").read_bytes() == before
-    assert main(["--out", str(out), "--resume", "--steps", "4", "--lr", "1e-4", "--no-progress"]) == 0
+    assert run_subcommand("train", ["--out", str(out), "--resume", "--steps", "4", "--lr", "1e-4", "--no-progress"]) == 0
     assert [r["step"] for r in _rows(out)] == [1, 2, 3, 4]
 
 
@@ -178,7 +179,7 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_run(tmp_pa
             time.sleep(0.01)
         child.kill()
         child.wait()
-    assert main(["--out", str(out), "--resume", "--no-progress"]) == 0
+    assert run_subcommand("train", ["--out", str(out), "--resume", "--no-progress"]) == 0
     whole = train(preset("tiny", steps=steps, checkpoint_every=5, sample_every=1000), tmp_path / "whole", progress=False)
     assert _values(_rows(out)) == _values(whole)  # no row duplicated or missing, every loss identical
 
@@ -190,7 +191,7 @@ def test_a_read_only_filesystem_is_reported_in_one_line(tmp_path, monkeypatch, c
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
 
     monkeypatch.setattr(Path, "mkdir", read_only)
-    assert main(["--preset", "tiny", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert run_subcommand("train", ["--preset", "tiny", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot write {tmp_path / 'run'}: Read-only file system") and err.count("\n") == 1
 

@@ -8,7 +8,8 @@ import torch
 from svg_pyro.checkpoint import CheckpointError, load_checkpoint
 from svg_pyro.config import preset
 from svg_pyro.datasets import check_video_shape, check_video_values
-from svg_pyro.train import TrainingDiverged, main, train
+from svg_pyro.cli import run_subcommand
+from svg_pyro.train import TrainingDiverged, train
 
 
 def _digest(path):
@@ -72,7 +73,7 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
     before = _digest(tmp_path / "checkpoint.pt")
     with pytest.raises(CheckpointError, match=r"width: checkpoint 8, asked 16"):
         train(preset("tiny", steps=4, width=16, **FAST), tmp_path, resume=True, progress=False)
-    assert main(["--preset", "tiny", "--out", str(tmp_path), "--resume", "--model", "det", "--no-progress"]) == 2
+    assert run_subcommand("train", ["--preset", "tiny", "--out", str(tmp_path), "--resume", "--model", "det", "--no-progress"]) == 2
     assert _digest(tmp_path / "checkpoint.pt") == before
 
 
@@ -115,23 +116,23 @@ def test_bad_frames_name_the_problem(tiny):
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):
-    assert main(["--preset", "tiny", "--out", str(tmp_path / "a"), "--mnist-root", str(tmp_path / "nope"),
+    assert run_subcommand("train", ["--preset", "tiny", "--out", str(tmp_path / "a"), "--mnist-root", str(tmp_path / "nope"),
                  "--no-progress"]) == 2
     assert "--mnist-root" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["--preset", "huge"])
+        run_subcommand("train", ["--preset", "huge"])
     assert "invalid choice: 'huge'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["--model", "svg-xx"])
+        run_subcommand("train", ["--model", "svg-xx"])
     assert "invalid choice: 'svg-xx'" in capsys.readouterr().err
-    assert main(["--preset", "tiny", "--out", str(tmp_path / "b"), "--steps", "0", "--no-progress"]) == 2
+    assert run_subcommand("train", ["--preset", "tiny", "--out", str(tmp_path / "b"), "--steps", "0", "--no-progress"]) == 2
     assert "steps must be a positive integer" in capsys.readouterr().err
 
 
 def test_cli_trains_and_resumes_with_the_checkpoint_config(tmp_path):
     out = str(tmp_path)
-    assert main(["--preset", "tiny", "--out", out, "--steps", "2", "--width", "4", "--no-progress"]) == 0
-    assert main(["--out", out, "--resume", "--steps", "3", "--no-progress"]) == 0
+    assert run_subcommand("train", ["--preset", "tiny", "--out", out, "--steps", "2", "--width", "4", "--no-progress"]) == 0
+    assert run_subcommand("train", ["--out", out, "--resume", "--steps", "3", "--no-progress"]) == 0
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["step"] == 3 and state["config"]["width"] == 4 and state["config"]["steps"] == 3
 

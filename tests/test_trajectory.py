@@ -8,12 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from svg_pyro.cli import run_subcommand
 from svg_pyro.config import preset
 from svg_pyro.smmnist import (DIGIT_SIZE, StochasticMovingMNIST, allowed_velocity_table,
-                              default_velocity_table, load_digits, simulate_trajectory)
-from svg_pyro.trajectory import (crop, displacement_histogram, displacements, embed, extract_positions,
-                                 find_trajectory, first_random_step, main, total_variation,
-                                 true_displacement_distributions, velocity_table, wasserstein)
+                              default_velocity_table, load_digits, simulate_trajectory,
+                              true_displacement_distributions, velocity_table)
+from svg_pyro.trajectory import (StudyData, build_report, crop, displacement_histogram, displacements, embed,
+                                 extract_positions, find_trajectory, first_random_step, score_positions,
+                                 total_variation, wasserstein)
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 64 - DIGIT_SIZE  # drawn positions are 0..31
@@ -265,6 +267,62 @@ def test_off_grid_displacements_count_against_the_model():
 
 
 # ---------------------------------------------------------------------------------------------
+# scoring and reporting on hand-made positions
+
+# truth of 3 predicted steps: two certain steps of (+1, 0), then (+2, -1) or (-2, -1) after a wall
+HAND_TRUTH = np.stack([_delta(1, 0), _delta(1, 0), 0.5 * _delta(2, -1) + 0.5 * _delta(-2, -1)])
+HAND_GIVEN = np.array([(5, 5), (6, 5)])  # n_past = 2
+
+
+def _hand_found():
+    """(S=2, K=1, T=5, 2) positions; displacements of the predicted steps (from frame 1):
+    sample 0: (1, 0), (1, 0), (2, -1); sample 1: (1, 0), (2, 0), (6, 0), the last off the 9x9 grid."""
+    return np.array([[[(5, 5), (6, 5), (7, 5), (8, 5), (10, 4)]],
+                     [[(5, 5), (6, 5), (7, 5), (9, 5), (15, 5)]]])
+
+
+def test_scores_of_hand_made_positions_match_a_hand_computation():
+    res = score_positions(_hand_found(), HAND_TRUTH, HAND_GIVEN, radius=32)
+    # step 0 as the truth; step 1 half right, half one pixel too fast; step 2 half right, half far
+    # off the grid, whose mass must travel to (-2, -1): sqrt(8^2 + 1^2) pixels
+    np.testing.assert_allclose(res["total_variation"], [0.0, 0.5, 0.5])
+    np.testing.assert_allclose(res["wasserstein"], [0.0, 0.5, 0.5 * math.sqrt(65)])
+    np.testing.assert_allclose(res["off_grid"], [0.0, 0.0, 0.5])
+    np.testing.assert_allclose(res["distributions"][1], 0.5 * _delta(1, 0) + 0.5 * _delta(2, 0))
+    np.testing.assert_allclose(res["distributions"][2], 0.5 * _delta(2, -1))
+    # the wall is at step 2 (first_random_step): before = steps 0 and 1, after = step 2
+    assert res["summary"] == pytest.approx({"tv_before_wall": 0.25, "tv_after_wall": 0.5,
+                                            "w1_before_wall": 0.25, "w1_after_wall": 0.5 * math.sqrt(65)})
+    assert res["conditioning_positions_recovered"]
+    moved = _hand_found()
+    moved[1, 0, 0] = (4, 5)  # one sample does not reproduce a given frame
+    assert not score_positions(moved, HAND_TRUTH, HAND_GIVEN, radius=32)["conditioning_positions_recovered"]
+
+
+def test_report_of_hand_made_positions():
+    data = StudyData(config=preset("smmnist-1digit-cpu"), trajectory_seed=3, n_past=2, n_frames=5,
+                     table=TABLE, video_index=11, positions=_hand_found()[:1, 0],
+                     velocities=np.array([(1, 0), (1, 0), (1, 0), (2, -1), (2, -1)]), truth=HAND_TRUTH,
+                     digit_ids=np.array([42]), videos=None, templates=None)
+    models = {"svg-lp": dict(path="lp.pt", step=7), "det": dict(path="det.pt", step=9)}
+    found = {"svg-lp": _hand_found(), "det": _hand_found()[:1]}
+    report = build_report(models, found, data, samples=2, seed=4)
+    assert json.loads(json.dumps(report)) == report  # plain JSON types only
+    s, traj = report["settings"], report["trajectory"]
+    assert (s["samples"], s["digits"], s["digit_ids"], s["seed"], s["trajectory_seed"]) == (2, 1, [42], 4, 3)
+    assert (s["video_index"], s["n_past"], s["n_frames"], s["image_size"]) == (11, 2, 5, 64)
+    # predicted steps run from the last given frame; the wall is hit at the frame before step 2
+    assert traj["step_frames"] == [[1, 2], [2, 3], [3, 4]]
+    assert (traj["first_random_step"], traj["wall_hit_frame"]) == (2, 3)
+    assert traj["positions"] == _hand_found()[0, 0].tolist()
+    lp, det = report["models"]["svg-lp"], report["models"]["det"]
+    assert (lp["checkpoint"], lp["training_step"], lp["samples_per_digit"]) == ("lp.pt", 7, 2)
+    assert (det["checkpoint"], det["training_step"], det["samples_per_digit"]) == ("det.pt", 9, 1)
+    np.testing.assert_allclose(lp["total_variation"], [0.0, 0.5, 0.5])
+    np.testing.assert_allclose(det["total_variation"], [0.0, 0.0, 0.5])  # sample 0 only: (2, -1) at the wall
+
+
+# ---------------------------------------------------------------------------------------------
 # entry points on tiny checkpoints
 
 
@@ -284,7 +342,7 @@ def tiny_checkpoints(tmp_path_factory):
 
 def test_cli_end_to_end(tiny_checkpoints, tmp_path, capsys):
     out = tmp_path / "study"
-    rc = main(["--checkpoint", str(tiny_checkpoints["svg-lp"]), "--fp-checkpoint", str(tiny_checkpoints["svg-fp"]),
+    rc = run_subcommand("trajectory", ["--checkpoint", str(tiny_checkpoints["svg-lp"]), "--fp-checkpoint", str(tiny_checkpoints["svg-fp"]),
                "--det-checkpoint", str(tiny_checkpoints["det"]), "--out", str(out), "--samples", "3",
                "--digits", "2", "--no-progress"])
     assert rc == 0, capsys.readouterr().err
@@ -313,27 +371,8 @@ def test_cli_end_to_end(tiny_checkpoints, tmp_path, capsys):
 
 
 def test_cli_refuses_mismatched_checkpoints(tiny_checkpoints, tmp_path, capsys):
-    rc = main(["--checkpoint", str(tiny_checkpoints["svg-lp"]), "--det-checkpoint",
+    rc = run_subcommand("trajectory", ["--checkpoint", str(tiny_checkpoints["svg-lp"]), "--det-checkpoint",
                str(tiny_checkpoints["svg-fp"]), "--out", str(tmp_path), "--no-progress"])
     assert rc == 2 and "pass a checkpoint trained with --model det" in capsys.readouterr().err
-    rc = main(["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path), "--no-progress"])
+    rc = run_subcommand("trajectory", ["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path), "--no-progress"])
     assert rc == 2 and "no checkpoint at" in capsys.readouterr().err
-
-
-def test_notebook_executes(tiny_checkpoints, tmp_path, monkeypatch):
-    import nbformat
-    from nbclient import NotebookClient
-
-    monkeypatch.setenv("SVG_CHECKPOINT_1DIGIT", str(tiny_checkpoints["svg-lp"]))
-    monkeypatch.setenv("SVG_CHECKPOINT_1DIGIT_FP", str(tiny_checkpoints["svg-fp"]))
-    monkeypatch.setenv("SVG_CHECKPOINT_1DIGIT_DET", str(tiny_checkpoints["det"]))
-    monkeypatch.setenv("SVG_TRAJECTORY_SAMPLES", "2")
-    monkeypatch.setenv("SVG_TRAJECTORY_DIGITS", "2")
-    monkeypatch.setenv("SVG_TRAJECTORY_OUT", str(tmp_path / "nb"))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    nb = nbformat.read(ROOT / "notebooks" / "03_trajectory_distribution.ipynb", as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
-    assert (tmp_path / "nb" / "trajectory.json").exists()
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3

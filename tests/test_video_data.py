@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from svg_pyro import prepare, video_store
+from svg_pyro.cli import run_subcommand
 from svg_pyro.config import preset
 from svg_pyro.datasets import make_datasets, training_batch
 
@@ -82,7 +83,7 @@ def kth(tmp_path_factory):
         written[name[: -len("_uncomp.avi")]] = (frames, codec)
     (src / "00sequences.txt").write_text("not a video\n")
     out = tmp_path_factory.mktemp("kth_store") / "store"
-    assert prepare.main(["kth", "--src", str(src), "--out", str(out)]) == 0
+    assert run_subcommand("prepare", ["kth", "--src", str(src), "--out", str(out)]) == 0
     return src, out, written
 
 
@@ -168,7 +169,7 @@ def test_rerun_skips_finished_files_and_cuts_an_interrupted_append(kth, tmp_path
     with open(store / "train.u8", "ab") as f:
         f.write(b"\xff" * 5000)
     write_avi(src / "person03_boxing_d1_uncomp.avi", kth_frames(9, 22), "ffv1")
-    assert prepare.main(["kth", "--src", str(src), "--out", str(store)]) == 0
+    assert run_subcommand("prepare", ["kth", "--src", str(src), "--out", str(store)]) == 0
     assert "1 files prepared, 5 already in the store" in capsys.readouterr().out
     assert (store / "train.u8").read_bytes()[: len(before)] == before
     assert (store / "train.u8").stat().st_size == len(before) + 22 * 64 * 64
@@ -188,7 +189,7 @@ def test_corrupt_avi_files_are_reported_by_name(tmp_path, capsys):
     (src / "person06_boxing_d1_uncomp.avi").write_bytes(data[: len(data) // 2])  # truncated
     (src / "person07_boxing_d1_uncomp.avi").write_bytes(os.urandom(3000))  # not a video
     out = tmp_path / "out"
-    assert prepare.main(["kth", "--src", str(src), "--out", str(out)]) == 1
+    assert run_subcommand("prepare", ["kth", "--src", str(src), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "person06_boxing_d1_uncomp.avi" in err and "truncated" in err
     assert "person07_boxing_d1_uncomp.avi" in err and "FFmpeg cannot decode" in err
@@ -206,20 +207,20 @@ def test_corrupt_avi_files_are_reported_by_name(tmp_path, capsys):
 
 def test_missing_and_mismatched_inputs_give_clear_errors(kth, tmp_path, capsys):
     _, store, _ = kth
-    assert prepare.main(["kth", "--src", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert run_subcommand("prepare", ["kth", "--src", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert prepare.main(["kth", "--src", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert run_subcommand("prepare", ["kth", "--src", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "boxing.zip" in capsys.readouterr().err
-    assert prepare.main(["bair", "--src", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert run_subcommand("prepare", ["bair", "--src", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "softmotion30_44k" in capsys.readouterr().err
     # resuming into a store made with another size
     src = kth[0]
-    assert prepare.main(["kth", "--src", str(src), "--out", str(store), "--size", "128"]) == 2
+    assert run_subcommand("prepare", ["kth", "--src", str(src), "--out", str(store), "--size", "128"]) == 2
     assert "different settings" in capsys.readouterr().err
     # an --out that is a file
     (tmp_path / "a-file").write_text("x")
-    assert prepare.main(["kth", "--src", str(src), "--out", str(tmp_path / "a-file")]) == 2
+    assert run_subcommand("prepare", ["kth", "--src", str(src), "--out", str(tmp_path / "a-file")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot write") and err.count("\n") == 1
 
@@ -390,7 +391,7 @@ def test_bair_rerun_skips_and_corrupt_records_are_reported(bair, tmp_path, capsy
     deflated[12:40] = bytes(range(28))  # a valid gzip header, then a broken deflate stream
     (src / "train" / "baddeflate.tfrecords").write_bytes(bytes(deflated))
     out = tmp_path / "out"
-    assert prepare.main(["bair", "--src", str(tmp_path), "--out", str(out)]) == 1
+    assert run_subcommand("prepare", ["bair", "--src", str(tmp_path), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "train/badcrc.tfrecords: data checksum mismatch in record 1" in err
     assert "train/truncated.tfrecords: file ends inside record 1" in err

@@ -1,0 +1,325 @@
+"""The ``svg-pyro`` command: train, evaluate, trajectory, prepare, kl-curves.
+
+Each subcommand declares its options here and calls a library function; ``run`` holds the one rule
+that turns an expected failure into a one-line error and an exit code. The training options are made
+from the fields of ``Config``, so every setting has a flag and its help is the field's own.
+``python svi_train.py`` and ``python -m svg_pyro.<module>`` run the same subcommands.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import types
+import typing
+from pathlib import Path
+
+from svg_pyro.config import CHOICES, DEFAULT_PRESET, PRESETS, Config, preset
+
+EXIT_USAGE = 2  # a problem the user can fix: bad option, missing file, diverged run, ...
+EXIT_PARTIAL = 1  # prepare: some source files failed and were left out
+
+
+class Command(typing.NamedTuple):
+    add_options: typing.Callable[[argparse.ArgumentParser], None]
+    run: typing.Callable[[argparse.Namespace], int]
+    description: str
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))  # set by torchrun
+
+
+def _say_error(message: str) -> None:
+    print(f"{f'rank {_rank()}: ' if _rank() else ''}error: {message}", file=sys.stderr)
+
+
+def run(command: Command, args: argparse.Namespace) -> int:
+    """Run a subcommand; expected failures become one line on stderr and exit code 2."""
+    from svg_pyro.checkpoint import CheckpointError
+    from svg_pyro.distributed import PeerError
+    from svg_pyro.prepare import PrepareError
+    from svg_pyro.train import RunLocked, Stopped, TrainingDiverged
+    from svg_pyro.video_store import StoreError
+
+    try:
+        return command.run(args)
+    except PeerError:
+        return EXIT_USAGE  # rank 0 printed the reason
+    except Stopped as stopped:  # the checkpoint is written; the message says how to resume
+        if _rank() == 0:
+            print(stopped, file=sys.stderr)
+        return 128 + stopped.signum
+    except (CheckpointError, TrainingDiverged, RunLocked, PrepareError, StoreError, ValueError,
+            FileNotFoundError, TypeError) as err:
+        _say_error(str(err))
+        return EXIT_USAGE
+    except OSError as err:  # a file where a directory should be, a read-only or full disk, ...
+        where = err.filename or getattr(args, "out", None) or "the output"
+        _say_error(f"cannot write {where}: {err.strerror or err}; choose another --out, or free space / "
+                   "fix permissions there (what was saved before is intact)")
+        return EXIT_USAGE
+
+
+# ---------------------------------------------------------------------------------------------
+# options shared by several subcommands
+
+
+def _device_option(p: argparse.ArgumentParser, **kw) -> None:
+    p.add_argument("--device", help="auto (a GPU when there is one), cpu or cuda[:N]", **kw)
+
+
+def _progress_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def _progress(args) -> bool:
+    return not getattr(args, "no_progress", False)
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+def _field_type(hint):
+    """int for ``int``, ``int | None``; ``None`` for a bool (a switch)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return None if hint is bool else hint
+
+
+def config_options(p: argparse.ArgumentParser) -> None:
+    """One --flag per Config field (``--batch-size`` for ``batch_size``), typed as the field."""
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        flag, kind = f"--{f.name.replace('_', '-')}", _field_type(hints[f.name])
+        if kind is None:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, help=f.metadata["help"])
+        else:
+            p.add_argument(flag, type=kind, choices=CHOICES.get(f.name), help=f.metadata["help"])
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    p.argument_default = argparse.SUPPRESS  # a flag not given leaves the preset's value
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help=f"base configuration, default {DEFAULT_PRESET} (with --resume: the "
+                        "checkpoint's own); the options below override it")
+    p.add_argument("--out", help="output directory (default: runs/MODEL)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    _progress_option(p)
+    config_options(p.add_argument_group("settings (the fields of svg_pyro.config.Config)"))
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[Config, Path, bool]:
+    """The run's config, output directory and resume flag: the preset (or, with --resume and no
+    --preset, the checkpoint's own config) with the options the user gave on top."""
+    from svg_pyro.checkpoint import load_checkpoint
+
+    given = vars(args).copy()
+    out = Path(given.pop("out", None) or f"runs/{given.get('model', 'svg-lp')}")
+    resume = given.pop("resume", False)
+    given.pop("no_progress", None)
+    given.pop("command", None)
+    name = given.pop("preset", None)
+    if resume and name is None:
+        base = load_checkpoint(out / "checkpoint.pt")["config"]
+    else:
+        base = preset(name or DEFAULT_PRESET).to_dict()
+    return Config(**{**base, **given}).validate(), out, resume
+
+
+def _train(args) -> int:
+    from svg_pyro.train import train
+
+    config, out, resume = config_from_args(args)
+    train(config, out, resume=resume, progress=_progress(args))
+    if _rank() == 0:
+        print(f"done: {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+
+
+def _evaluate_options(p: argparse.ArgumentParser) -> None:
+    from svg_pyro.evaluate import BN_MODES, DEFAULT_MAX_BATCH
+
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt of the model to evaluate")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--samples", type=int, default=100, help="futures drawn per test video")
+    p.add_argument("--videos", type=int, default=256, help="test videos (the first ones of the test set)")
+    p.add_argument("--n-past", type=int, help="conditioning frames (default: the checkpoint's n_past)")
+    p.add_argument("--horizon", type=int, help="predicted frames (default: 25 SM-MNIST, 30 KTH, 28 BAIR)")
+    p.add_argument("--prior", choices=("learned", "fixed"), default="learned",
+                   help="learned: the checkpoint's own prior; fixed: swap in N(0, I) at sampling time")
+    p.add_argument("--prior-checkpoint", help="sample under the learned prior of this SVG-LP checkpoint")
+    p.add_argument("--det-checkpoint", help="checkpoint of the deterministic baseline")
+    _device_option(p, default="auto")
+    p.add_argument("--bn", choices=BN_MODES, default="eval",
+                   help="BatchNorm at sampling time: eval = running statistics, train = batch statistics")
+    p.add_argument("--batch", type=int, default=DEFAULT_MAX_BATCH, help="(sample, video) rows per forward pass")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--window", type=int, nargs=2, metavar=("FIRST", "LAST"),
+                   help="also report best-of-N averaged over these frame indices (e.g. 10 20)")
+    p.add_argument("--data-root", help="prepared KTH/BAIR store, if it moved since training")
+    p.add_argument("--mnist-root", help="MNIST IDX files, if they moved since training")
+    _progress_option(p)
+
+
+def _evaluate(args) -> int:
+    from svg_pyro.evaluate import evaluate, markdown_table
+
+    metrics = evaluate(args.checkpoint, args.out, samples=args.samples, videos=args.videos,
+                       n_past=args.n_past, horizon=args.horizon, prior=args.prior,
+                       prior_checkpoint=args.prior_checkpoint, det_checkpoint=args.det_checkpoint,
+                       device=args.device, bn=args.bn, max_batch=args.batch, seed=args.seed,
+                       data_root=args.data_root, mnist_root=args.mnist_root,
+                       window=None if args.window is None else tuple(args.window), progress=_progress(args))
+    print(markdown_table(metrics), end="")
+    print(f"written: {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# trajectory
+
+
+def _trajectory_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="checkpoint of the model to study (normally SVG-LP)")
+    p.add_argument("--fp-checkpoint", help="an SVG-FP checkpoint to compare")
+    p.add_argument("--det-checkpoint", help="a deterministic-model checkpoint to compare")
+    p.add_argument("--out", required=True, help="directory for trajectory.json and the figures")
+    p.add_argument("--samples", type=int, default=100, help="samples per digit (the det model needs one)")
+    p.add_argument("--digits", type=int, default=10, help="test digits rendered on the trajectory")
+    p.add_argument("--trajectory-seed", type=int, default=0,
+                   help="seed of the test videos searched for the trajectory (and of the digit choice)")
+    p.add_argument("--frames", type=int, help="video length (default: the checkpoint's n_past + n_future)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    _device_option(p, default="auto")
+    _progress_option(p)
+
+
+def _trajectory(args) -> int:
+    from svg_pyro.trajectory import run_study
+
+    report = run_study(args.checkpoint, args.out, args.fp_checkpoint, args.det_checkpoint,
+                       args.samples, args.digits, args.trajectory_seed, args.frames, args.seed,
+                       args.device, progress=_progress(args))
+    for name, res in report["models"].items():
+        s = res["summary"]
+        print(f"{name}: TV before/after the wall {s['tv_before_wall']:.3f} / {s['tv_after_wall']:.3f}; "
+              f"W1 {s['w1_before_wall']:.3f} / {s['w1_after_wall']:.3f}")
+    print(f"wrote {Path(args.out) / 'trajectory.json'} and figures")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare
+
+
+def _prepare_options(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="dataset", required=True)
+    kth = sub.add_parser("kth", help="KTH actions: a folder of personNN_ACTION_dN_uncomp.avi files")
+    bair = sub.add_parser("bair", help="BAIR robot pushing: the unpacked softmotion30_44k TFRecords")
+    for q in (kth, bair):
+        q.add_argument("--src", required=True, help="folder holding the downloaded, unpacked files")
+        q.add_argument("--out", required=True, help="store folder to create (or resume)")
+    kth.add_argument("--size", type=int, default=64, choices=(64, 128), help="frame size (default 64)")
+
+
+def _prepare(args) -> int:
+    from svg_pyro.prepare import prepare_bair, prepare_kth
+
+    if args.dataset == "kth":
+        summary = prepare_kth(args.src, args.out, args.size)
+    else:
+        summary = prepare_bair(args.src, args.out)
+    print(f"{args.dataset}: {len(summary.prepared)} files prepared, {len(summary.skipped)} already in "
+          f"the store, {len(summary.failed)} failed -> {args.out}")
+    if summary.ignored:
+        print(f"ignored {len(summary.ignored)} files not named like dataset files, e.g. {summary.ignored[0]}")
+    if summary.failed:
+        print("FAILED (left out of the store; replace them and run the same command again):", file=sys.stderr)
+        for key, reason in summary.failed.items():
+            print(f"  {key}: {reason}", file=sys.stderr)
+        return EXIT_PARTIAL
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# kl-curves
+
+
+def _kl_curves_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", help="run directories (each holds metrics.jsonl)")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--labels", nargs="+", help="one label per run (default: the directory names)")
+    p.add_argument("--smooth", type=int, default=10, help="logged rows to average over")
+    p.add_argument("--until", type=int, help="ignore rows after this training step (compare runs at one step)")
+    p.add_argument("--title", default="")
+
+
+def _kl_curves(args) -> int:
+    from svg_pyro.kl_curves import compare_runs
+
+    runs = compare_runs(args.runs, args.out, args.labels, args.smooth, args.until, args.title)
+    for label, rows in runs.items():
+        print(f"{label}: KL per transition {rows[-1]['kl_per_step']:.3f} at step {rows[-1]['step']}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+COMMANDS = {
+    "train": Command(_train_options, _train,
+                     "Train SVG-LP / SVG-FP / the deterministic baseline with Pyro SVI (data-parallel "
+                     "under torchrun)."),
+    "evaluate": Command(_evaluate_options, _evaluate,
+                        "Best-of-N PSNR / SSIM per predicted step against the ground truth (and the "
+                        "deterministic baseline)."),
+    "trajectory": Command(_trajectory_options, _trajectory,
+                          "Per-step distribution of the digit's (dx, dy) in generated 1-digit SM-MNIST "
+                          "videos against the exact one (supplement Fig. 3 and 4)."),
+    "prepare": Command(_prepare_options, _prepare,
+                       "Convert downloaded KTH / BAIR files into the frame store training reads."),
+    "kl-curves": Command(_kl_curves_options, _kl_curves,
+                         "How much the latent carries: KL per step against training step, from runs' "
+                         "metrics.jsonl."),
+}
+
+
+def _subcommand_parser(p: argparse.ArgumentParser, command: Command) -> argparse.ArgumentParser:
+    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    p.description = command.description
+    command.add_options(p)
+    p.set_defaults(command=command)
+    return p
+
+
+def parser(prog: str = "svg-pyro") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Stochastic Video Generation (SVG-LP, SVG-FP and "
+                                                       "the deterministic baseline) in Pyro.")
+    sub = p.add_subparsers(metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        _subcommand_parser(sub.add_parser(name, help=command.description), command)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``svg-pyro COMMAND [options]``."""
+    args = parser().parse_args(argv)
+    return run(args.command, args)
+
+
+def run_subcommand(name: str, argv: list[str] | None = None, prog: str | None = None) -> int:
+    """One subcommand on its own: what ``python svi_train.py`` and ``python -m svg_pyro.X`` run."""
+    command = COMMANDS[name]
+    p = _subcommand_parser(argparse.ArgumentParser(prog=prog or f"svg-pyro {name}"), command)
+    return run(command, p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The `svg-pyro` command line: one flag per Config field, one rule from failures to exit codes."""
+import argparse
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from svg_pyro import cli
+from svg_pyro.checkpoint import CheckpointError
+from svg_pyro.config import Config, preset
+
+
+def _train_args(argv):
+    p = argparse.ArgumentParser()
+    cli.COMMANDS["train"].add_options(p)
+    return p.parse_args(argv)
+
+
+def test_every_config_field_is_a_training_flag_of_its_type():
+    argv, expected = ["--preset", "tiny"], {}
+    for f in dataclasses.fields(Config):
+        flag = f"--{f.name.replace('_', '-')}"
+        value = {"dataset": "kth", "velocity": "nonuniform", "image_size": 128, "model": "svg-fp",
+                 "arch": "vgg", "skip_frame": "second-last", "elbo": "trace", "precision": "bf16",
+                 "mnist_root": "/m", "data_root": "/d", "device": "cpu", "obs_scale": 0.25,
+                 "beta": 3e-5, "lr": 1e-3, "kl_weight": 0.5}.get(f.name, 7)
+        if isinstance(f.default, bool):  # a switch: --deterministic / --no-deterministic
+            argv.append(flag)
+            expected[f.name] = True
+            continue
+        argv += [flag, str(value)]
+        expected[f.name] = value
+    config, out, resume = cli.config_from_args(_train_args(argv))
+    assert dataclasses.asdict(config) == expected  # every field set, with the type of its default
+    assert isinstance(config.obs_scale, float) and isinstance(config.workers, int)
+    assert out == Path("runs/svg-fp") and resume is False
+    assert all(f.metadata.get("help") for f in dataclasses.fields(Config))
+
+
+def test_flags_not_given_keep_the_preset():
+    config, _, _ = cli.config_from_args(_train_args(["--preset", "tiny", "--steps", "9", "--no-deterministic"]))
+    assert config == preset("tiny", steps=9, deterministic=False)
+
+
+@pytest.mark.parametrize("error", [ValueError("bad value; use 3"), FileNotFoundError("no such file"),
+                                   CheckpointError("not a checkpoint")])
+def test_expected_failures_are_one_line_and_exit_2(error, capsys):
+    def fail(args):
+        raise error
+
+    assert cli.run(cli.Command(lambda p: None, fail, ""), argparse.Namespace()) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {error}\n"
+
+
+def test_a_write_failure_names_the_path_and_the_fix(capsys):
+    def fail(args):
+        raise PermissionError(13, "Permission denied", "/runs/x/config.json")
+
+    assert cli.run(cli.Command(lambda p: None, fail, ""), argparse.Namespace(out="/runs/x")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write /runs/x/config.json: Permission denied; choose another --out")
+    assert err.count("\n") == 1
+
+
+def test_an_unexpected_error_keeps_its_traceback():
+    def fail(args):
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.run(cli.Command(lambda p: None, fail, ""), argparse.Namespace())
+
+
+def test_the_installed_command_lists_the_subcommands():
+    script = Path(sys.executable).parent / "svg-pyro"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True).stdout
+    for name in cli.COMMANDS:
+        assert name in out
+    assert set(cli.COMMANDS) == {"train", "evaluate", "trajectory", "prepare", "kl-curves"}

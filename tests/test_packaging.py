@@ -1,0 +1,53 @@
+"""The installed distribution lives under the `svg_pyro` name only.
+
+`models/` and `guides/` are top-level folders of the repository, but a package installed as
+`models` would shadow (or be overwritten by) any other project's `models` package.
+"""
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    """A wheel built from a copy of the sources (setuptools writes build/ beside them)."""
+    src = tmp_path_factory.mktemp("src")
+    for name in ["pyproject.toml", "README.md"]:
+        shutil.copy(ROOT / name, src / name)
+    for name in ["svg_pyro", "models", "guides"]:
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(out), str(src)], check=True)
+    (path,) = out.glob("*.whl")
+    return path
+
+
+def test_the_wheel_installs_everything_under_svg_pyro(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {name.split("/")[0] for name in names}
+    assert top == {"svg_pyro", next(t for t in top if t.endswith(".dist-info"))}
+    assert {"svg_pyro/models/svg.py", "svg_pyro/models/priors.py",
+            "svg_pyro/guides/posterior.py"} <= set(names)
+
+
+def test_a_foreign_models_package_stays_importable_beside_ours(wheel, tmp_path):
+    # The reference SVG code keeps its networks in a `models/` folder without __init__.py.
+    foreign = tmp_path / "foreign"
+    (foreign / "models").mkdir(parents=True)
+    (foreign / "models" / "lstm.py").write_text("WHO = 'foreign'\n")
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+                    str(wheel)], check=True)
+    probe = ("import svg_pyro.models, svg_pyro.guides, models.lstm\n"
+             "assert models.lstm.WHO == 'foreign'\n"
+             f"assert svg_pyro.models.__file__.startswith({str(site)!r}), svg_pyro.models.__file__\n"
+             "from svg_pyro.models import SVG; from svg_pyro.guides import RecurrentPosterior\n")
+    subprocess.run([sys.executable, "-c", probe], cwd=foreign, check=True,
+                   env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
