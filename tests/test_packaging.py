@@ -37,17 +37,31 @@ def test_the_wheel_installs_everything_under_svg_pyro(wheel):
             "svg_pyro/guides/posterior.py"} <= set(names)
 
 
-def test_a_foreign_models_package_stays_importable_beside_ours(wheel, tmp_path):
-    # The reference SVG code keeps its networks in a `models/` folder without __init__.py.
+def _foreign_models(tmp_path):
+    """A folder holding a `models/` namespace package, as the reference SVG code has (no __init__.py)."""
     foreign = tmp_path / "foreign"
     (foreign / "models").mkdir(parents=True)
     (foreign / "models" / "lstm.py").write_text("WHO = 'foreign'\n")
-    site = tmp_path / "site"
+    return foreign
+
+
+PROBE = ("import svg_pyro.models, svg_pyro.guides, models.lstm\n"
+         "assert models.lstm.WHO == 'foreign'\n"
+         "from svg_pyro.models import SVG; from svg_pyro.guides import RecurrentPosterior\n"
+         "print(svg_pyro.models.__file__)\n")
+
+
+def test_a_foreign_models_package_stays_importable_beside_the_installed_wheel(wheel, tmp_path):
+    foreign, site = _foreign_models(tmp_path), tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
                     str(wheel)], check=True)
-    probe = ("import svg_pyro.models, svg_pyro.guides, models.lstm\n"
-             "assert models.lstm.WHO == 'foreign'\n"
-             f"assert svg_pyro.models.__file__.startswith({str(site)!r}), svg_pyro.models.__file__\n"
-             "from svg_pyro.models import SVG; from svg_pyro.guides import RecurrentPosterior\n")
-    subprocess.run([sys.executable, "-c", probe], cwd=foreign, check=True,
-                   env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=foreign, check=True, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}).stdout
+    assert out.startswith(str(site))  # ours came from the wheel, not from the checkout
+
+
+def test_a_foreign_models_package_stays_importable_beside_the_editable_install(tmp_path):
+    # the environment the tests run in has `pip install -e .` (README): its finder maps only svg_pyro.*
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=_foreign_models(tmp_path), check=True,
+                         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}).stdout
+    assert out.strip() == str(ROOT / "models" / "__init__.py")
