@@ -66,8 +66,8 @@ def run(command: Command, args: argparse.Namespace) -> int:
 # options shared by several subcommands
 
 
-def _device_option(p: argparse.ArgumentParser, **kw) -> None:
-    p.add_argument("--device", help="auto (a GPU when there is one), cpu or cuda[:N]", **kw)
+def _device_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda[:N]")
 
 
 def _progress_option(p: argparse.ArgumentParser) -> None:
@@ -156,7 +156,7 @@ def _evaluate_options(p: argparse.ArgumentParser) -> None:
                    help="learned: the checkpoint's own prior; fixed: swap in N(0, I) at sampling time")
     p.add_argument("--prior-checkpoint", help="sample under the learned prior of this SVG-LP checkpoint")
     p.add_argument("--det-checkpoint", help="checkpoint of the deterministic baseline")
-    _device_option(p, default="auto")
+    _device_option(p)
     p.add_argument("--bn", choices=BN_MODES, default="eval",
                    help="BatchNorm at sampling time: eval = running statistics, train = batch statistics")
     p.add_argument("--batch", type=int, default=DEFAULT_MAX_BATCH, help="(sample, video) rows per forward pass")
@@ -197,7 +197,7 @@ def _trajectory_options(p: argparse.ArgumentParser) -> None:
                    help="seed of the test videos searched for the trajectory (and of the digit choice)")
     p.add_argument("--frames", type=int, help="video length (default: the checkpoint's n_past + n_future)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    _device_option(p, default="auto")
+    _device_option(p)
     _progress_option(p)
 
 
