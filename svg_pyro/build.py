@@ -24,6 +24,5 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {name} was asked for but PyTorch sees no CUDA GPU; "
-                           "use --device cpu (or auto)")
+                         "use --device cpu (or auto)")
     return torch.device(name)
-

@@ -32,9 +32,10 @@ def loss_terms(model_trace, guide_trace) -> dict:
     steps of the analytic KL(q || p) in nats, and the per-step values ``mse_t``, ``kl_t``."""
     mse_t, kl_t = [], []
     for name, site in model_trace.nodes.items():
-        kind = (site_step(name) or (None,))[0]
-        if site["type"] != "sample" or kind is None:
+        step = site_step(name)
+        if site["type"] != "sample" or step is None:
             continue
+        kind = step[0]
         if site["is_observed"] and kind == FRAME:
             err = (site["value"] - site["fn"].base_dist.loc).detach() ** 2
             mse_t.append(err.flatten(-3).mean(-1).mean().item())

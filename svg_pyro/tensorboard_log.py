@@ -39,5 +39,8 @@ class TensorBoardLog:
         self.writer.add_image("samples", mosaic.clamp(0, 1), step)
         self.writer.flush()
 
-    def close(self) -> None:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
         self.writer.close()

@@ -281,7 +281,7 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
     log_mode = "a" if state is not None else "w"
     board = TensorBoardLog(out, start if state is not None else None) if config.tensorboard and world.is_main else None
     with open(out / "metrics.jsonl", log_mode) if world.is_main else contextlib.nullcontext() as log, \
-            board.writer if board else contextlib.nullcontext():
+            board or contextlib.nullcontext():
         for step in bar:
             tick_data = time.perf_counter()
             batch = next(batches).to(device, non_blocking=True)
