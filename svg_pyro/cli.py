@@ -259,14 +259,24 @@ def _kl_curves_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smooth", type=int, default=10, help="logged rows to average over")
     p.add_argument("--until", type=int, help="ignore rows after this training step (compare runs at one step)")
     p.add_argument("--title", default="")
+    p.add_argument("--x", choices=("step", "minutes"), default="step",
+                   help="horizontal axis: training step or training minutes")
 
 
 def _kl_curves(args) -> int:
-    from svg_pyro.kl_curves import compare_runs
+    from svg_pyro.kl_curves import PROBED, compare_runs
 
-    runs = compare_runs(args.runs, args.out, args.labels, args.smooth, args.until, args.title)
+    runs = compare_runs(args.runs, args.out, args.labels, args.smooth, args.until, args.title, args.x)
     for label, rows in runs.items():
-        print(f"{label}: KL per transition {rows[-1]['kl_per_step']:.3f} at step {rows[-1]['step']}")
+        line = f"{label}: KL per transition {rows[-1]['kl_per_step']:.3f} at step {rows[-1]['step']}"
+        probed = [r for r in rows if r.get(PROBED) is not None]
+        if probed:
+            r = probed[-1]
+            line += (f"; at step {r['step']}: displacement error on certain steps {r[PROBED]:.2f} px/frame "
+                     f"(copy-last {r['copy_last_certain_displacement_error']:.2f}), position error best "
+                     f"{r['position_error_best']:.2f} / mean {r['position_error_mean']:.2f} px "
+                     f"(copy-last {r['copy_last_position_error']:.2f})")
+        print(line)
     print(f"wrote {args.out}")
     return 0
 
@@ -286,8 +296,8 @@ COMMANDS = {
     "prepare": Command(_prepare_options, _prepare,
                        "Convert downloaded KTH / BAIR files into the frame store training reads."),
     "kl-curves": Command(_kl_curves_options, _kl_curves,
-                         "How much the latent carries: KL per step against training step, from runs' "
-                         "metrics.jsonl."),
+                         "How much the latent carries and how well the digits move: KL per step and the "
+                         "motion probe's errors against training step or time, from runs' metrics.jsonl."),
 }
 
 

@@ -74,6 +74,8 @@ class Config:
     log_every: int = setting(10, "steps between rows of metrics.jsonl")
     checkpoint_every: int = setting(500, "steps between checkpoints")
     sample_every: int = setting(1000, "steps between sample grids")
+    probe_videos: int = setting(16, "SM-MNIST: test videos whose generated digits are tracked at each sample "
+                                    "interval (position and displacement errors in metrics.jsonl); 0 = off")
     tensorboard: bool = setting(False, "also log the metrics and sample grids for TensorBoard, in OUT/tensorboard "
                                        "(pip install 'svg-pyro[tensorboard]')")
     device: str = setting("auto", "auto, cpu or cuda[:N]; under torchrun: auto, cpu or cuda (GPU = LOCAL_RANK)")
@@ -103,6 +105,7 @@ class Config:
         for name, allowed in CHOICES.items():
             value = getattr(self, name)
             check(value in allowed, f"{name} {value!r} is unknown; choose one of {allowed}")
+        check(self.probe_videos >= 0, f"probe_videos must be >= 0, not {self.probe_videos}")
         check(self.workers is None or self.workers >= 0, f"workers must be >= 0, not {self.workers}")
         check(self.n_past >= 1 and self.n_future >= 1, "n_past and n_future must be at least 1")
         for name in ("width", "g_dim", "z_dim", "rnn_size", "batch_size", "steps",
@@ -141,7 +144,7 @@ PRESETS: dict[str, dict] = {
     # Seconds on a laptop CPU: smoke runs and tests.
     "tiny": dict(width=8, g_dim=16, z_dim=4, rnn_size=32, predictor_layers=1, batch_size=4,
                  n_past=2, n_future=3, steps=20, lr=2e-3, log_every=1, checkpoint_every=10,
-                 sample_every=10),
+                 sample_every=10, probe_videos=2),
     # The README's default: recognisable SM-MNIST predictions in under 20 minutes on 2 CPU cores.
     "smmnist-cpu": dict(width=16, g_dim=64, z_dim=10, rnn_size=128, batch_size=16,
                         n_past=5, n_future=5, steps=3000, lr=2e-3, log_every=10,

@@ -1,10 +1,14 @@
-"""How much the latent carries: KL per step against training step, from runs' metrics.jsonl.
+"""How much the latent carries and how well the digits move: curves from runs' metrics.jsonl.
 
-    python -m svg_pyro.kl_curves runs/svg-lp runs/other --out kl.png [--labels A B] [--smooth 10] [--until STEP]
+    python -m svg_pyro.kl_curves runs/svg-lp runs/other --out kl.png [--labels A B] [--smooth 10]
+        [--until STEP] [--x minutes]
 
-Left: KL(q || p) per transition (nats, mean over the T-1 steps and the videos) against the
-training step, smoothed over ``--smooth`` logged rows. Right: the KL of each transition t, averaged
-over the last ``--smooth`` logged rows, which shows where in the video the latent is used.
+Top left: KL(q || p) per transition (nats, mean over the T-1 steps and the videos) against the
+training step (or training minutes), smoothed over ``--smooth`` logged rows. Top right: the KL of
+each transition t, averaged over the last ``--smooth`` logged rows, which shows where in the video
+the latent is used. When the runs logged the motion probe (SM-MNIST, ``svg_pyro.motion``), a second
+row shows its errors at each sample interval: the displacement error on the steps whose motion is
+certain, and the position error of the best and the mean sample, each beside copy-last-frame's.
 """
 from __future__ import annotations
 
@@ -34,27 +38,51 @@ def smoothed(values, window: int) -> np.ndarray:
     return (c[1:] - c[lo]) / (np.arange(1, len(v) + 1) - lo)
 
 
-def plot_kl_curves(runs: dict, path, smooth: int = 10, title: str = "") -> None:
-    """``runs``: {label: metric rows}. Writes a two-panel PNG to ``path``."""
+X_AXES = {"step": "training step", "minutes": "training minutes (sum of the logged step times)"}
+PROBED = "certain_displacement_error"  # a key of the rows where the motion probe ran
+
+
+def x_values(rows, x: str) -> np.ndarray:
+    """The rows' training step, or the training minutes up to each row (probe time excluded)."""
+    if x == "step":
+        return np.array([r["step"] for r in rows], dtype=float)
+    if x == "minutes":
+        return np.cumsum([r["seconds"] for r in rows]) / 60
+    raise ValueError(f"--x {x!r} is unknown; choose one of {sorted(X_AXES)}")
+
+
+def plot_kl_curves(runs: dict, path, smooth: int = 10, title: str = "", x: str = "step") -> None:
+    """``runs``: {label: metric rows}. Writes the panels to a PNG at ``path``."""
     from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
 
-    fig = Figure(figsize=(10, 3.6))
-    over_training, per_step = fig.subplots(1, 2)
+    motion = any(r.get(PROBED) is not None for rows in runs.values() for r in rows)
+    fig = Figure(figsize=(10, 7.2 if motion else 3.6))
+    axes = fig.subplots(2 if motion else 1, 2, squeeze=False)
+    over_training, per_step = axes[0]
     for label, rows in runs.items():
-        steps = [r["step"] for r in rows]
-        line, = over_training.plot(steps, smoothed([r["kl_per_step"] for r in rows], smooth), lw=1.3, label=label)
+        line, = over_training.plot(x_values(rows, x), smoothed([r["kl_per_step"] for r in rows], smooth), lw=1.3,
+                                   label=label)
         last = np.mean([r["kl_t"] for r in rows[-smooth:]], axis=0)
         per_step.plot(np.arange(1, len(last) + 1), last, "o-", ms=3, color=line.get_color(), label=label)
-    over_training.set_xlabel("training step")
+        if motion:
+            _plot_motion(axes[1], rows, x, line.get_color())
+    if motion:
+        axes[1][0].set_ylabel("displacement error, certain steps (px/frame)")
+        axes[1][1].set_ylabel("position error (px): best sample -, mean --")
+        for ax in axes[1]:
+            ax.sharex(over_training)
+            ax.set_xlabel(X_AXES[x])
+            ax.set_ylim(bottom=0)
+    over_training.set_xlabel(X_AXES[x])
     over_training.set_ylabel("KL per transition (nats)")
     over_training.set_yscale("log")
     over_training.axhline(0.5, color="grey", ls=":", lw=1)  # the latent is clearly in use above this
     per_step.set_xlabel("transition t (predicts frame t)")
     per_step.set_ylabel(f"KL_t (nats), last {smooth} logged rows")
-    for ax in (over_training, per_step):
+    for ax in axes.flat:
         ax.grid(alpha=0.3)
     rows = -(-len(runs) // 3)  # legend below the panels, three labels a row
-    fig.set_figheight(3.6 + 0.18 * rows)
+    fig.set_figheight(fig.get_figheight() + 0.18 * rows)
     fig.legend(*over_training.get_legend_handles_labels(), loc="lower center", ncol=min(3, len(runs)), fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
@@ -62,7 +90,24 @@ def plot_kl_curves(runs: dict, path, smooth: int = 10, title: str = "") -> None:
     fig.savefig(path, dpi=120)
 
 
-def compare_runs(run_dirs, out, labels=None, smooth: int = 10, until: int | None = None, title: str = ""):
+def _plot_motion(axes, rows, x: str, color) -> None:
+    """The probe's errors of one run, with copy-last-frame's level (dotted) for scale."""
+    xs = x_values(rows, x)
+    probed = [i for i, r in enumerate(rows) if r.get(PROBED) is not None]
+    if not probed:
+        return
+    at = xs[probed]
+    pick = [rows[i] for i in probed]
+    displacement, position = axes
+    displacement.plot(at, [r[PROBED] for r in pick], "o-", ms=3, color=color)
+    displacement.axhline(pick[-1]["copy_last_certain_displacement_error"], color=color, ls=":", lw=1)
+    position.plot(at, [r["position_error_best"] for r in pick], "o-", ms=3, color=color)
+    position.plot(at, [r["position_error_mean"] for r in pick], "--", color=color, lw=1)
+    position.axhline(pick[-1]["copy_last_position_error"], color=color, ls=":", lw=1)
+
+
+def compare_runs(run_dirs, out, labels=None, smooth: int = 10, until: int | None = None, title: str = "",
+                 x: str = "step"):
     """Plot the runs' KL curves into ``out``; returns each label's metrics rows."""
     labels = labels or [Path(r).name for r in run_dirs]
     if len(labels) != len(run_dirs):
@@ -74,7 +119,7 @@ def compare_runs(run_dirs, out, labels=None, smooth: int = 10, until: int | None
         runs = {label: [r for r in rows if r["step"] <= until] for label, rows in runs.items()}
         if not all(runs.values()):
             raise ValueError(f"a run has no logged row up to step {until}; raise --until")
-    plot_kl_curves(runs, out, smooth, title)
+    plot_kl_curves(runs, out, smooth, title, x)
     return runs
 
 

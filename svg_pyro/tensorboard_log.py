@@ -1,7 +1,7 @@
 """Optional TensorBoard logging of a training run (``--tensorboard``): ``tensorboard --logdir OUT``.
 
 The scalars of every metrics.jsonl row (loss, MSE, KL, KL per transition and the KL of each
-transition t) and the sample grids as images, written to ``OUT/tensorboard``. metrics.jsonl stays
+transition t), the motion probe's errors where it ran (``svg_pyro.motion``) and the sample grids as images, written to ``OUT/tensorboard``. metrics.jsonl stays
 the record; this is for watching a long run.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 SCALARS = ("loss", "mse", "kl", "kl_per_step", "reference_loss")
+MOTION = ("position_error_best", "position_error_mean", "certain_displacement_error")  # rows of the probe
 
 
 class TensorBoardLog:
@@ -30,6 +31,9 @@ class TensorBoardLog:
             self.writer.add_scalar(f"train/{name}", row[name], step)
         for t, kl in enumerate(row["kl_t"], start=1):
             self.writer.add_scalar(f"kl_per_transition/t{t:02d}", kl, step)
+        for name in MOTION:
+            if row.get(name) is not None:
+                self.writer.add_scalar(f"motion/{name}", row[name], step)
         self.writer.flush()
 
     def samples(self, step: int, videos: torch.Tensor) -> None:

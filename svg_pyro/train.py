@@ -32,6 +32,7 @@ from svg_pyro.checkpoint import (CheckpointError, atomic_path, check_compatible,
 from svg_pyro.config import Config
 from svg_pyro.datasets import check_video_values, make_datasets, training_batches
 from svg_pyro.distributed import World, join_world, on_main, rank_seed
+from svg_pyro.motion import MotionProbe
 from svg_pyro.objective import kl_per_step, loss_terms, make_elbo, reference_loss
 from svg_pyro.plots import save_gif, save_video_grid
 from svg_pyro.sampling import generate
@@ -264,6 +265,9 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
         if world.is_main:
             _truncate_metrics(out / "metrics.jsonl", start)
     test_videos = torch.stack([test_set[i] for i in range(SAMPLE_VIDEOS)]).to(device)
+    # SM-MNIST knows where its digits are: at the sample intervals, score the motion of generated digits
+    probe = (MotionProbe(test_set, config.n_past, config.probe_videos)
+             if world.is_main and config.dataset == "smmnist" and config.probe_videos else None)
 
     rows = []
     part = world.shard(config.batch_size)
@@ -306,7 +310,8 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
                                            "and no update was made from the bad step. Resume with a lower --lr, "
                                            "or check the data for corrupt frames.")
                 on_main(world, diverged, errors=(TrainingDiverged, CheckpointError))
-            if done % config.log_every == 0 or done == config.steps:
+            sampling = done % config.sample_every == 0 or done == config.steps
+            if done % config.log_every == 0 or sampling:
                 terms = loss_terms(objective.model.trace, objective.guide.trace)
                 terms = _global_terms(world, terms, part.stop - part.start, config.batch_size)
                 now = time.perf_counter()
@@ -314,6 +319,10 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
                        "kl": terms["kl"], "kl_per_step": kl_per_step(terms), "kl_t": terms["kl_t"],
                        "reference_loss": reference_loss(terms, config.beta), "seconds": now - tick,
                        "data_seconds": waited}
+                if probe is not None and sampling:
+                    row.update(probe(svg, guide))
+                    row["probe_seconds"] = time.perf_counter() - now
+                    now = time.perf_counter()  # the probe's time is not training time
                 tick, waited = now, 0.0
                 rows.append(row)
                 if world.is_main:
@@ -334,7 +343,7 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
                 signum = stop.signum or signal.SIGTERM
                 raise Stopped(signum, f"stopped by {signal.Signals(signum).name} at step {done}: checkpoint "
                                       f"saved in {out}; continue with: python svi_train.py --out {out} --resume")
-            if world.is_main and (done % config.sample_every == 0 or done == config.steps):
+            if world.is_main and sampling:
                 shown = _write_samples(out, done, config, svg, guide, test_videos)
                 if board:
                     board.samples(done, shown)

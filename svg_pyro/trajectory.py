@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from svg_pyro.motion import extract_positions
 from svg_pyro.smmnist import (DIGIT_SIZE, HALF, StochasticMovingMNIST, true_displacement_distributions,
                               velocity_table)
 from svg_pyro.trajectory_plots import plot_distances, plot_distributions, plot_velocity_tables, save_examples
@@ -35,31 +35,6 @@ DETERMINISTIC_STEPS = 2  # predicted steps before the first random one in the ch
 
 # ---------------------------------------------------------------------------------------------
 # trajectory extraction
-
-
-def extract_positions(frames: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
-    """Top-left (x, y) of ``template`` in each frame (..., 1, H, W) -> (..., 2) int64.
-
-    The least-squares placement: over all placements p that keep the digit inside the frame,
-    ||f - T_p||^2 = ||f||^2 - 2 <f, T_p> + ||T||^2 with ||T_p|| fixed, so the best p maximises the
-    cross-correlation <f, T_p> (also with a free intensity scale, as frames are non-negative). On a
-    ground-truth frame f = T_q, Cauchy-Schwarz makes q the unique maximum; on blurred or noisy
-    frames the peak stays at the digit's place, where an intensity centre of mass would be pulled
-    by smears, faded strokes and a background haze.
-    """
-    if template.dim() != 2 or not (template > 0).any():
-        raise ValueError(f"template must be a non-empty 2-D digit image, got shape {tuple(template.shape)}")
-    if frames.dim() < 3 or frames.shape[-3] != 1:
-        raise ValueError(f"frames must have shape (..., 1, H, W), got {tuple(frames.shape)}")
-    height, width = frames.shape[-2:]
-    if template.shape[0] > height or template.shape[1] > width:
-        raise ValueError(f"template {tuple(template.shape)} is larger than the frames {(height, width)}")
-    flat = frames.reshape(-1, 1, height, width).float().cpu()
-    scores = F.conv2d(flat, template.float().cpu()[None, None]).flatten(1)  # cross-correlation
-    best = scores.argmax(dim=1)
-    side = width - template.shape[1] + 1
-    positions = torch.stack([best % side, best // side], dim=1)
-    return positions.reshape(*frames.shape[:-3], 2)
 
 
 def displacements(positions) -> np.ndarray:

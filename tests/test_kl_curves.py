@@ -43,3 +43,27 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     _write_run(tmp_path / "a", [[0.1, 0.3]])
     assert run_subcommand("kl-curves", [str(tmp_path / "a"), "--out", str(tmp_path / "x.png"), "--until", "5"]) == 2
     assert "no logged row up to step 5" in capsys.readouterr().err
+
+
+def test_probed_runs_get_motion_panels_and_a_line_of_their_last_scores(tmp_path, capsys):
+    from svg_pyro.kl_curves import x_values
+
+    _write_run(tmp_path / "a", [[0.1, 0.3], [0.5, 0.7], [0.6, 0.8]])
+    plain = tmp_path / "plain.png"
+    assert run_subcommand("kl-curves", [str(tmp_path / "a"), "--out", str(plain)]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    probe = dict(certain_displacement_error=1.25, copy_last_certain_displacement_error=3.5,
+                 position_error_best=2.0, position_error_mean=4.0, copy_last_position_error=9.0)
+    for r, seconds in zip(rows, (30, 60, 90)):
+        r["seconds"] = seconds
+    rows[1].update(probe)
+    (tmp_path / "a" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    capsys.readouterr()
+    probed = tmp_path / "probed.png"
+    assert run_subcommand("kl-curves", [str(tmp_path / "a"), "--out", str(probed), "--x", "minutes"]) == 0
+    out = capsys.readouterr().out
+    assert ("at step 20: displacement error on certain steps 1.25 px/frame (copy-last 3.50), "
+            "position error best 2.00 / mean 4.00 px (copy-last 9.00)") in out
+    from PIL import Image
+    assert Image.open(probed).height > 1.8 * Image.open(plain).height  # a second row of panels
+    np.testing.assert_allclose(x_values(rows, "minutes"), [0.5, 1.5, 3.0])

@@ -1,0 +1,110 @@
+"""Which training settings learn SM-MNIST dynamics fastest per CPU-minute? One change at a time.
+
+Every arm is the 1-digit non-uniform CPU preset (SVG-LP unless it says otherwise) with one setting
+changed, trained on the same seed; the motion probe (``svg_pyro.motion``) scores it every 250 steps.
+Arms whose steps cost less run more of them, so that all get about the same training time.
+
+    python experiments/recipe.py run [ARM ...] [--root runs/recipe]   # trains the arms not yet trained
+    python experiments/recipe.py table [--root runs/recipe] [--minutes M]
+
+``table`` prints, per arm, the probe's last scores at or before ``M`` training minutes (default: the
+shortest arm's total), in Markdown. Training minutes are steps times the arm's median step time, so
+that other work on the machine during a run does not count against it. Results and their discussion: docs/recipe.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BASE = ["--preset", "smmnist-1digit-cpu", "--sample-every", "250", "--checkpoint-every", "1000"]
+
+# name: (flags that differ from the preset, steps); steps scaled by the measured step cost
+ARMS = {
+    "base": ([], 3000),
+    "det": (["--model", "det"], 3000),
+    "beta-1e-3": (["--beta", "1e-3"], 3000),
+    "batch-8": (["--batch-size", "8"], 5000),
+    "lr-1e-3": (["--lr", "1e-3"], 3000),
+    "lr-4e-3": (["--lr", "4e-3"], 3000),
+    "skip-second-last": (["--skip-frame", "second-last"], 3000),
+    "n-future-10": (["--n-future", "10"], 2000),
+    "base-seed-1": (["--seed", "1"], 3000),
+}
+
+
+def run(names, root: Path) -> None:
+    for name in names or ARMS:
+        out = root / name
+        if (out / "checkpoint.pt").exists():
+            print(f"{name}: already trained in {out}")
+            continue
+        flags, steps = ARMS[name]
+        command = ["svg-pyro", "train", *BASE, *flags, "--steps", str(steps), "--out", str(out), "--no-progress"]
+        print(" ".join(command), flush=True)
+        subprocess.run(command, check=True)
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def step_minutes(rows) -> float:
+    """Training minutes per step: the median over logged rows, so that a spell of other work on the
+    machine (a test run, an editor) does not count; the probe's time is not in it."""
+    per_step = sorted(r["seconds"] / (r["step"] - prev["step"]) for prev, r in zip(rows, rows[1:]))
+    return per_step[len(per_step) // 2] / 60
+
+
+def last_probe(rows, minutes: float):
+    """The last probed row within ``minutes`` of training, with its training minutes."""
+    pace = step_minutes(rows)
+    probed = [(r, r["step"] * pace) for r in rows if r.get("certain_displacement_error") is not None]
+    within = [p for p in probed if p[1] <= minutes + 1e-9]
+    return within[-1] if within else None
+
+
+def table(root: Path, minutes: float | None) -> str:
+    done = [name for name in ARMS if (root / name / "metrics.jsonl").exists()]
+    if not done:
+        raise SystemExit(f"no arm has run under {root}")
+    runs = {name: read_rows(root / name) for name in done}
+    totals = {name: rows[-1]["step"] * step_minutes(rows) for name, rows in runs.items()}
+    minutes = minutes if minutes is not None else min(totals.values())
+    lines = [f"Scores at the last probe within {minutes:.1f} training minutes (steps x the median step time).", "",
+             "| arm | s/step | step | minutes | KL/step | certain-step displacement error (px/frame) | position error best / mean (px) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, rows in runs.items():
+        found = last_probe(rows, minutes)
+        if found is None:
+            continue
+        r, at = found
+        lines.append(f"| {name} | {step_minutes(rows) * 60:.3f} | {r['step']} | {at:.1f} | {r['kl_per_step']:.2f} "
+                     f"| {r['certain_displacement_error']:.2f} | {r['position_error_best']:.2f} / {r['position_error_mean']:.2f} |")
+    r = found[0]
+    lines += ["", f"Copy-last-frame on the same videos: {r['copy_last_certain_displacement_error']:.2f} px/frame on the "
+              f"certain steps, position error {r['copy_last_position_error']:.2f} px."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("action", choices=("run", "table"))
+    p.add_argument("arms", nargs="*", help=f"arms to train (default all): {', '.join(ARMS)}")
+    p.add_argument("--root", type=Path, default=Path("runs/recipe"))
+    p.add_argument("--minutes", type=float)
+    args = p.parse_args(argv)
+    unknown = sorted(set(args.arms) - set(ARMS))
+    if unknown:
+        p.error(f"unknown arms {unknown}; choose from {list(ARMS)}")
+    if args.action == "run":
+        run(args.arms, args.root)
+    else:
+        print(table(args.root, args.minutes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

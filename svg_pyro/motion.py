@@ -1,0 +1,209 @@
+"""Has the model learned the dynamics? Where the digits of generated SM-MNIST futures are.
+
+The generator of Stochastic Moving MNIST knows where every digit is in every test frame, and its
+rules say on which predicted steps the motion is certain (before the next wall hit, given the
+conditioning frames). ``MotionProbe`` generates futures of a few fixed test videos, finds the digits
+in them by least squares against the digits' own images, and scores:
+
+- position error per predicted step (pixels, Euclidean): the mean over samples, and the best sample
+  per video (the one with the lowest mean error over the predicted steps, as best-of-N evaluation
+  picks samples);
+- displacement error on the certain steps (pixels per frame): |generated - true displacement| over
+  every sample, digit and certain step. As the truth there is a point mass, this is the Wasserstein-1
+  distance of the trajectory study, pooled over the probe videos;
+- copy-last-frame on the same videos, for scale: a model that does not move the digits scores it.
+
+Positions are top-left corners (x, y) in pixels, as in ``svg_pyro.smmnist``.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+
+from svg_pyro.smmnist import StochasticMovingMNIST, true_displacement_distributions, velocity_table
+
+PROBE_VIDEOS = 16
+PROBE_SAMPLES = 5
+PROBE_SEED = 4321  # futures are drawn under a fixed seed, outside the training RNG stream
+
+
+# ---------------------------------------------------------------------------------------------
+# finding digits in frames
+
+
+def _check_frames(frames: torch.Tensor, templates: list[torch.Tensor]) -> None:
+    if frames.dim() < 3 or frames.shape[-3] != 1:
+        raise ValueError(f"frames must have shape (..., 1, H, W), got {tuple(frames.shape)}")
+    for template in templates:
+        if template.dim() != 2 or not (template > 0).any():
+            raise ValueError(f"template must be a non-empty 2-D digit image, got shape {tuple(template.shape)}")
+        if template.shape[0] > frames.shape[-2] or template.shape[1] > frames.shape[-1]:
+            raise ValueError(f"template {tuple(template.shape)} is larger than the frames {tuple(frames.shape[-2:])}")
+
+
+def _correlation(frames: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
+    """<f, T_p> for every placement p inside the frame: (N, H - h + 1, W - w + 1)."""
+    height, width = frames.shape[-2:]
+    flat = frames.reshape(-1, 1, height, width).float().cpu()
+    return F.conv2d(flat, template.float().cpu()[None, None])[:, 0]
+
+
+def extract_positions(frames: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
+    """Top-left (x, y) of ``template`` in each frame (..., 1, H, W) -> (..., 2) int64.
+
+    The least-squares placement: over all placements p that keep the digit inside the frame,
+    ||f - T_p||^2 = ||f||^2 - 2 <f, T_p> + ||T||^2 with ||T_p|| fixed, so the best p maximises the
+    cross-correlation <f, T_p> (also with a free intensity scale, as frames are non-negative). On a
+    ground-truth frame f = T_q, Cauchy-Schwarz makes q the unique maximum; on blurred or noisy
+    frames the peak stays at the digit's place, where an intensity centre of mass would be pulled
+    by smears, faded strokes and a background haze.
+    """
+    _check_frames(frames, [template])
+    scores = _correlation(frames, template)
+    side = scores.shape[-1]
+    best = scores.flatten(1).argmax(dim=1)
+    positions = torch.stack([best % side, best // side], dim=1)
+    return positions.reshape(*frames.shape[:-3], 2)
+
+
+@functools.lru_cache(maxsize=4)
+def _pair_grid(rows: int, cols: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every pair (p, q) of placements: the index of the offset q - p in the templates' full
+    cross-correlation (2h - 1, 2w - 1), and whether the two digits can overlap at all."""
+    ys, xs = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    dy = ys.flatten()[None, :] - ys.flatten()[:, None]
+    dx = xs.flatten()[None, :] - xs.flatten()[:, None]
+    touching = (dy.abs() < h) & (dx.abs() < w)
+    index = (dy + h - 1).clamp(0, 2 * h - 2) * (2 * w - 1) + (dx + w - 1).clamp(0, 2 * w - 2)
+    return index, touching
+
+
+def extract_pair_positions(frames: torch.Tensor, first: torch.Tensor, second: torch.Tensor,
+                           chunk: int = 16) -> torch.Tensor:
+    """Top-left (x, y) of two digits in each frame (..., 1, H, W) -> (..., 2, 2) int64, jointly.
+
+    The least-squares pair of placements (p, q) of ``first`` and ``second``: with both digits'
+    norms fixed, ||f - A_p - B_q||^2 = const - 2 <f, A_p> - 2 <f, B_q> + 2 <A_p, B_q>, so the best
+    pair maximises corr_A(p) + corr_B(q) - <A_p, B_q>. The last term, the overlap of the two digits,
+    depends only on q - p and is one cross-correlation of the templates. Searching pairs jointly
+    keeps one digit from being found twice where the other is faint, which placing them one at a
+    time cannot promise. Frames are clipped sums of the digits, so where strokes overlap the model
+    is approximate; elsewhere it is exact.
+    """
+    _check_frames(frames, [first, second])
+    if first.shape != second.shape:
+        raise ValueError(f"the two templates must have one shape, got {tuple(first.shape)} and {tuple(second.shape)}")
+    corr_a, corr_b = _correlation(frames, first), _correlation(frames, second)
+    rows, cols = corr_a.shape[-2:]
+    h, w = first.shape
+    # overlap[dy + h - 1, dx + w - 1] = <A_p, B_(p + d)>: the full cross-correlation of the templates
+    overlap = F.conv2d(F.pad(first.float().cpu()[None, None], (w - 1, w - 1, h - 1, h - 1)),
+                       second.float().cpu()[None, None])[0, 0]
+    index, touching = _pair_grid(rows, cols, h, w)
+    pair_overlap = overlap.flatten()[index] * touching  # (p, q) -> <A_p, B_q>
+    flat_a, flat_b = corr_a.flatten(1), corr_b.flatten(1)
+    best = torch.empty(len(flat_a), dtype=torch.long)
+    for i in range(0, len(flat_a), chunk):
+        scores = flat_a[i:i + chunk, :, None] + flat_b[i:i + chunk, None, :] - pair_overlap
+        best[i:i + chunk] = scores.flatten(1).argmax(dim=1)
+    p, q = best // (rows * cols), best % (rows * cols)
+    positions = torch.stack([torch.stack([p % cols, p // cols], 1), torch.stack([q % cols, q // cols], 1)], 1)
+    return positions.reshape(*frames.shape[:-3], 2, 2)
+
+
+def digit_positions(frames: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
+    """Positions (..., D, 2) of the D = 1 or 2 digits ``templates`` (D, h, w) in frames (..., 1, H, W)."""
+    if len(templates) == 1:
+        return extract_positions(frames, templates[0])[..., None, :]
+    if len(templates) == 2:
+        return extract_pair_positions(frames, templates[0], templates[1])
+    raise ValueError(f"digit positions are found for 1 or 2 digits per video, not {len(templates)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# which steps are certain
+
+
+def certain_steps(positions: np.ndarray, n_past: int, table: np.ndarray | None, image_size: int) -> np.ndarray:
+    """(D, n_steps) bool: predicted steps of each digit (positions (D, T, 2)) whose displacement is
+    certain given its first ``n_past`` positions; ``table`` None = a deterministic (reflecting)
+    dataset, whose every step is certain."""
+    n_steps = positions.shape[1] - n_past
+    if table is None:
+        return np.ones((positions.shape[0], n_steps), dtype=bool)
+    out = []
+    for path in positions:
+        truth = true_displacement_distributions(path[:n_past], n_steps, table, image_size)
+        out.append(truth.reshape(n_steps, -1).max(axis=1) > 1 - 1e-9)
+    return np.array(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# the probe
+
+
+def score_motion(found: np.ndarray, truth: np.ndarray, certain: np.ndarray) -> dict:
+    """Scores of generated positions ``found`` (S, K, D, n + 1, 2) against the true ones ``truth``
+    (K, D, n + 1, 2), both from the last conditioning frame on (n predicted steps); ``certain``
+    (K, D, n) marks the steps whose displacement is certain."""
+    found, truth = np.asarray(found, dtype=float), np.asarray(truth, dtype=float)
+    error = np.linalg.norm(found[:, :, :, 1:] - truth[None, :, :, 1:], axis=-1).mean(axis=2)  # (S, K, n)
+    best = error.mean(axis=2).argmin(axis=0)  # each video's best sample
+    best_t = error[best, np.arange(error.shape[1])].mean(axis=0)
+    mean_t = error.mean(axis=(0, 1))
+    copy_t = np.linalg.norm(truth[:, :, 1:] - truth[:, :, :1], axis=-1).mean(axis=(0, 1))
+    true_moved = np.diff(truth, axis=2)  # (K, D, n): displacement of frame t -> t + 1
+    off = np.linalg.norm(np.diff(found, axis=3) - true_moved[None], axis=-1)  # (S, K, D, n)
+    any_certain = bool(certain.any())
+    return {
+        "position_error_best": float(best_t.mean()), "position_error_mean": float(mean_t.mean()),
+        "position_error_best_t": best_t.tolist(), "position_error_mean_t": mean_t.tolist(),
+        "copy_last_position_error": float(copy_t.mean()),
+        "certain_displacement_error": float(off[:, certain].mean()) if any_certain else None,
+        "copy_last_certain_displacement_error": (float(np.linalg.norm(true_moved, axis=-1)[certain].mean())
+                                                 if any_certain else None),
+        "certain_steps": int(certain.sum()),
+    }
+
+
+class MotionProbe:
+    """Fixed SM-MNIST test videos with their digits' paths; ``probe(svg, guide)`` scores a model.
+
+    Built once per run (the certain steps come from the generator's exact rules); each call draws
+    ``samples`` futures of every video under a fixed seed (BatchNorm running statistics) and leaves
+    the training RNG stream as it was.
+    """
+
+    def __init__(self, dataset: StochasticMovingMNIST, n_past: int, videos: int = PROBE_VIDEOS,
+                 samples: int = PROBE_SAMPLES):
+        if dataset.num_digits not in (1, 2):
+            raise ValueError(f"the motion probe follows 1 or 2 digits per video, not {dataset.num_digits}")
+        if not 1 <= videos <= len(dataset):
+            raise ValueError(f"the motion probe needs 1 to {len(dataset)} test videos, not {videos}")
+        if dataset.length <= n_past:
+            raise ValueError(f"probe videos of {dataset.length} frames leave no step to predict after {n_past}")
+        self.n_past, self.samples = n_past, samples
+        table = None if dataset.deterministic else velocity_table(dataset)
+        paths = [dataset.trajectory(i) for i in range(videos)]
+        self.videos = torch.stack([dataset.render(p["digit_ids"], p["positions"]) for p in paths])
+        self.templates = [dataset.digits[torch.as_tensor(p["digit_ids"])] for p in paths]
+        self.truth = np.stack([p["positions"] for p in paths])  # (K, D, T, 2)
+        self.certain = np.stack([certain_steps(p, n_past, table, dataset.image_size) for p in self.truth])
+
+    def __call__(self, svg, guide) -> dict:
+        from svg_pyro.sampling import generate, model_device
+
+        device = model_device(svg)
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda), poutine.block():
+            torch.manual_seed(PROBE_SEED)
+            frames = generate(svg, guide, self.videos.to(device), self.n_past, self.videos.shape[1],
+                              self.samples, bn="eval").cpu()
+        frames = frames[:, :, self.n_past - 1:]  # the conditioning frames' positions are known
+        found = np.stack([digit_positions(frames[:, k], self.templates[k]).numpy()  # (S, n + 1, D, 2)
+                          for k in range(len(self.templates))], axis=1).swapaxes(2, 3)
+        return score_motion(found, self.truth[:, :, self.n_past - 1:], self.certain)
