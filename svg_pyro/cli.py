@@ -187,31 +187,36 @@ def _evaluate(args) -> int:
 
 
 def _trajectory_options(p: argparse.ArgumentParser) -> None:
+    from svg_pyro.trajectory import STUDY_STEPS, WALL_STEPS
+
     p.add_argument("--checkpoint", required=True, help="checkpoint of the model to study (normally SVG-LP)")
     p.add_argument("--fp-checkpoint", help="an SVG-FP checkpoint to compare")
     p.add_argument("--det-checkpoint", help="a deterministic-model checkpoint to compare")
-    p.add_argument("--out", required=True, help="directory for trajectory.json and the figures")
+    p.add_argument("--out", required=True, help="directory for study.json, distances.md and a folder of "
+                                                "figures per trajectory")
     p.add_argument("--samples", type=int, default=100, help="samples per digit (the det model needs one)")
-    p.add_argument("--digits", type=int, default=10, help="test digits rendered on the trajectory")
+    p.add_argument("--digits", type=int, default=10, help="test digits rendered on each trajectory")
     p.add_argument("--trajectory-seed", type=int, default=0,
-                   help="seed of the test videos searched for the trajectory (and of the digit choice)")
-    p.add_argument("--frames", type=int, help="video length (default: the checkpoint's n_past + n_future)")
+                   help="seed of the test videos searched for the trajectories (and of the digit choice)")
+    p.add_argument("--wall-steps", type=int, nargs="+", default=list(WALL_STEPS),
+                   help="one trajectory per value: predicted steps whose motion is certain before its wall hit")
+    p.add_argument("--frames", type=int, help=f"video length (default: the checkpoint's n_past + {STUDY_STEPS})")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     _device_option(p)
     _progress_option(p)
 
 
 def _trajectory(args) -> int:
-    from svg_pyro.trajectory import run_study
+    from svg_pyro.trajectory import run_studies
 
-    report = run_study(args.checkpoint, args.out, args.fp_checkpoint, args.det_checkpoint,
-                       args.samples, args.digits, args.trajectory_seed, args.frames, args.seed,
-                       args.device, progress=_progress(args))
-    for name, res in report["models"].items():
-        s = res["summary"]
+    study = run_studies(args.checkpoint, args.out, args.fp_checkpoint, args.det_checkpoint, args.samples,
+                        args.digits, args.trajectory_seed, args.frames, args.seed, args.device,
+                        progress=_progress(args), wall_steps=args.wall_steps)
+    for name, s in study["average"].items():
         print(f"{name}: TV before/after the wall {s['tv_before_wall']:.3f} / {s['tv_after_wall']:.3f}; "
-              f"W1 {s['w1_before_wall']:.3f} / {s['w1_after_wall']:.3f}")
-    print(f"wrote {Path(args.out) / 'trajectory.json'} and figures")
+              f"W1 {s['w1_before_wall']:.3f} / {s['w1_after_wall']:.3f} "
+              f"(mean of {len(study['trajectories'])} trajectories)")
+    print(f"wrote {Path(args.out) / 'study.json'}, {Path(args.out) / 'distances.md'} and a folder per trajectory")
     return 0
 
 

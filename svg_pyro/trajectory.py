@@ -1,11 +1,13 @@
 """Does the model learn where a digit goes after it hits a wall? (supplement, Fig. 3 and Fig. 4)
 
 ``python -m svg_pyro.trajectory --checkpoint RUN/checkpoint.pt --out DIR`` conditions 1-digit
-Stochastic Moving MNIST models on the first ``n_past`` frames of one seeded trajectory, rendered with
-several digits, and compares the per-step distribution of the digit's displacement (dx, dy) in the
-generated frames with the exact one implied by the generator's rules
-(``svg_pyro.smmnist.true_displacement_distributions``). The figures are in
-``svg_pyro.trajectory_plots``.
+Stochastic Moving MNIST models on the first ``n_past`` frames of seeded trajectories, each rendered
+with several digits, and compares the per-step distribution of the digit's displacement (dx, dy) in
+the generated frames with the exact one implied by the generator's rules
+(``svg_pyro.smmnist.true_displacement_distributions``). As in the supplement's Fig. 4 it studies four
+trajectories whose next wall hit comes at different steps (``WALL_STEPS``: after 1, 2, 3 and 4
+certain predicted steps), one figure each, and averages the distances over them (``run_studies``);
+``run_study`` is one trajectory. The figures are in ``svg_pyro.trajectory_plots``.
 
 Conventions: positions are the digit's top-left corner (x, y) in pixels; the displacement of step t
 is position(t + 1) - position(t), the motion between two frames, which is what a video shows. It is
@@ -31,6 +33,8 @@ from svg_pyro.smmnist import (DIGIT_SIZE, HALF, StochasticMovingMNIST, true_disp
 from svg_pyro.trajectory_plots import plot_distances, plot_distributions, plot_velocity_tables, save_examples
 
 DETERMINISTIC_STEPS = 2  # predicted steps before the first random one in the chosen trajectory
+WALL_STEPS = (1, 2, 3, 4)  # the same for each of the four trajectories of the full study
+STUDY_STEPS = 10  # predicted steps of the full study: at least 6 after every trajectory's wall hit
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,16 +241,18 @@ def load_models(checkpoint, fp_checkpoint=None, det_checkpoint=None, device: str
     return models
 
 
-def study_data(config, digits: int, trajectory_seed: int = 0, frames: int | None = None) -> StudyData:
-    """The trajectory ``find_trajectory`` picks from the test videos of ``trajectory_seed``, rendered
-    with ``digits`` test digits drawn by the same seed; ``frames`` defaults to the config's length."""
+def study_data(config, digits: int, trajectory_seed: int = 0, frames: int | None = None,
+               deterministic_steps: int = DETERMINISTIC_STEPS) -> StudyData:
+    """The trajectory ``find_trajectory`` picks from the test videos of ``trajectory_seed`` (its
+    motion certain for ``deterministic_steps`` predicted steps), rendered with ``digits`` test digits
+    drawn by the same seed; ``frames`` defaults to the config's length."""
     n_past = config.n_past
     n_frames = frames or config.frames_per_video
     dataset = StochasticMovingMNIST("test", length=n_frames, num_digits=1, seed=trajectory_seed,
                                     image_size=config.image_size, deterministic=config.deterministic,
                                     velocity=config.velocity, mnist_root=config.mnist_root)
     table = velocity_table(dataset)
-    index, info, truth = find_trajectory(dataset, n_past)
+    index, info, truth = find_trajectory(dataset, n_past, deterministic_steps)
     if digits > len(dataset.digits):
         raise ValueError(f"--digits {digits} exceeds the {len(dataset.digits)} test digits")
     digit_ids = np.random.default_rng([trajectory_seed, 1]).choice(len(dataset.digits), digits, replace=False)
@@ -328,7 +334,7 @@ def build_report(models: dict, found: dict, data: StudyData, samples: int, seed:
                      "trajectory_seed": data.trajectory_seed, "video_index": data.video_index,
                      "n_past": n_past, "n_frames": n_frames, "seed": seed, "velocity": data.config.velocity,
                      "velocity_table": data.table.tolist(), "image_size": data.config.image_size,
-                     "deterministic_steps": DETERMINISTIC_STEPS},
+                     "deterministic_steps": collision},
         "trajectory": {"positions": data.positions[0].tolist(), "velocities": data.velocities.tolist(),
                        "wall_hit_frame": n_past - 1 + collision, "first_random_step": collision,
                        "step_frames": [[t, t + 1] for t in range(n_past - 1, n_frames - 1)]},
@@ -350,18 +356,71 @@ def write_study(out, report: dict, example: dict) -> None:
 
 def run_study(checkpoint, out, fp_checkpoint=None, det_checkpoint=None, samples: int = 100,
               digits: int = 10, trajectory_seed: int = 0, frames: int | None = None, seed: int = 0,
-              device: str = "cpu", progress: bool = True) -> dict:
-    """The whole study: writes trajectory.json and the figures to ``out`` and returns the report."""
+              device: str = "cpu", progress: bool = True,
+              deterministic_steps: int = DETERMINISTIC_STEPS) -> dict:
+    """One trajectory: writes trajectory.json and the figures to ``out`` and returns the report."""
+    _check_sizes(samples, digits)
+    models = load_models(checkpoint, fp_checkpoint, det_checkpoint, device)
+    return _study_one(models, out, samples, digits, trajectory_seed, frames, seed, progress, deterministic_steps)
+
+
+def _check_sizes(samples: int, digits: int) -> None:
     if samples < 1 or digits < 1:
         raise ValueError("--samples and --digits must be at least 1")
-    models = load_models(checkpoint, fp_checkpoint, det_checkpoint, device)
+
+
+def _study_one(models, out, samples, digits, trajectory_seed, frames, seed, progress, deterministic_steps) -> dict:
     first = next(iter(models.values()))
-    data = study_data(first["config"], digits, trajectory_seed, frames)
+    data = study_data(first["config"], digits, trajectory_seed, frames, deterministic_steps)
     found = sample_study(models, data, samples, seed, progress)
     example = example_rows(first, data.videos, data.n_past, data.n_frames, seed)
     report = build_report(models, found, data, samples, seed)
     write_study(out, report, example)
     return report
+
+
+def average_summaries(reports: list[dict]) -> dict:
+    """{model: each summary distance averaged over the trajectories' reports}."""
+    models = reports[0]["models"]
+    return {name: {key: float(np.mean([r["models"][name]["summary"][key] for r in reports]))
+                   for key in models[name]["summary"]} for name in models}
+
+
+def distances_table(study: dict) -> str:
+    """Markdown: each model's distances per trajectory and their average."""
+    lines = ["| model | trajectory | TV before wall | TV after wall | W1 before wall (px) | W1 after wall (px) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    keys = ("tv_before_wall", "tv_after_wall", "w1_before_wall", "w1_after_wall")
+    for name, mean in study["average"].items():
+        for r in study["trajectories"]:
+            s, t = r["models"][name]["summary"], r["trajectory"]
+            where = f"wall hit after {t['first_random_step']} certain steps (video {r['settings']['video_index']})"
+            lines.append(f"| {name} | {where} | " + " | ".join(f"{s[k]:.3f}" for k in keys) + " |")
+        lines.append(f"| **{name}** | **mean of {len(study['trajectories'])}** | "
+                     + " | ".join(f"**{mean[k]:.3f}**" for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_studies(checkpoint, out, fp_checkpoint=None, det_checkpoint=None, samples: int = 100,
+                digits: int = 10, trajectory_seed: int = 0, frames: int | None = None, seed: int = 0,
+                device: str = "cpu", progress: bool = True, wall_steps=WALL_STEPS) -> dict:
+    """The supplement's Fig. 4 study: one trajectory per entry of ``wall_steps`` (its motion certain
+    for that many predicted steps), each written to ``out/wall-step-K/`` as ``run_study`` writes one;
+    ``out/study.json`` and ``out/distances.md`` hold every trajectory's distances and their average
+    per model. ``frames`` defaults to ``n_past + STUDY_STEPS``."""
+    _check_sizes(samples, digits)
+    if not wall_steps or min(wall_steps) < 1:
+        raise ValueError(f"wall steps must be at least 1, got {list(wall_steps)}")
+    models = load_models(checkpoint, fp_checkpoint, det_checkpoint, device)
+    config = next(iter(models.values()))["config"]
+    frames = frames or config.n_past + STUDY_STEPS
+    out = Path(out)
+    reports = [_study_one(models, out / f"wall-step-{k}", samples, digits, trajectory_seed, frames, seed,
+                          progress, k) for k in wall_steps]
+    study = {"trajectories": reports, "average": average_summaries(reports)}
+    (out / "study.json").write_text(json.dumps(study, indent=1) + "\n")
+    (out / "distances.md").write_text(distances_table(study))
+    return study
 
 
 if __name__ == "__main__":

@@ -346,27 +346,38 @@ def test_cli_end_to_end(tiny_checkpoints, tmp_path, capsys):
                "--det-checkpoint", str(tiny_checkpoints["det"]), "--out", str(out), "--samples", "3",
                "--digits", "2", "--no-progress"])
     assert rc == 0, capsys.readouterr().err
-    for name in ("trajectory.json", "distributions.png", "distances.png", "velocity_table.png", "samples.png"):
-        assert (out / name).stat().st_size > 0
-    report = json.loads((out / "trajectory.json").read_text())
-    s, traj = report["settings"], report["trajectory"]
-    assert (s["samples"], s["digits"], s["n_past"], s["n_frames"]) == (3, 2, 5, 10)
-    truth = np.array(report["truth"])
-    assert truth.shape == (5, 9, 9) and traj["first_random_step"] == 2 and traj["wall_hit_frame"] == 6
-    # the reported truth is the exact distribution for the reported trajectory
-    np.testing.assert_allclose(truth, true_displacement_distributions(traj["positions"][:5], 5, TABLE))
-    assert set(report["models"]) == {"svg-lp", "svg-fp", "det"}
-    for name, res in report["models"].items():
-        dists, off = np.array(res["distributions"]), np.array(res["off_grid"])
-        np.testing.assert_allclose(dists.sum(axis=(1, 2)) + off, 1.0)
-        counts = dists * (res["samples_per_digit"] * 2)  # whole numbers of generated videos
-        np.testing.assert_allclose(counts, np.round(counts), atol=1e-9)
-        tv = 0.5 * (np.abs(truth - dists).sum(axis=(1, 2)) + off)  # truth has no mass off the grid
-        np.testing.assert_allclose(res["total_variation"], tv)
-        assert all(w >= 0 for w in res["wasserstein"])
-        assert res["summary"]["tv_after_wall"] == pytest.approx(np.mean(tv[2:]))
-        assert res["conditioning_positions_recovered"]
-    assert report["models"]["det"]["samples_per_digit"] == 1
+    study = json.loads((out / "study.json").read_text())
+    assert [r["trajectory"]["first_random_step"] for r in study["trajectories"]] == [1, 2, 3, 4]
+    for wall, report in zip((1, 2, 3, 4), study["trajectories"]):
+        for name in ("trajectory.json", "distributions.png", "distances.png", "velocity_table.png", "samples.png"):
+            assert (out / f"wall-step-{wall}" / name).stat().st_size > 0
+        assert json.loads((out / f"wall-step-{wall}" / "trajectory.json").read_text()) == report
+        s, traj = report["settings"], report["trajectory"]
+        assert (s["samples"], s["digits"], s["n_past"], s["n_frames"]) == (3, 2, 5, 15)  # 10 predicted steps
+        assert traj["wall_hit_frame"] == 4 + wall and s["deterministic_steps"] == wall
+        truth = np.array(report["truth"])
+        assert truth.shape == (10, 9, 9) and first_random_step(truth) == wall
+        # the reported truth is the exact distribution for the reported trajectory
+        np.testing.assert_allclose(truth, true_displacement_distributions(traj["positions"][:5], 10, TABLE))
+        assert set(report["models"]) == {"svg-lp", "svg-fp", "det"}
+        for name, res in report["models"].items():
+            dists, off = np.array(res["distributions"]), np.array(res["off_grid"])
+            np.testing.assert_allclose(dists.sum(axis=(1, 2)) + off, 1.0)
+            counts = dists * (res["samples_per_digit"] * 2)  # whole numbers of generated videos
+            np.testing.assert_allclose(counts, np.round(counts), atol=1e-9)
+            tv = 0.5 * (np.abs(truth - dists).sum(axis=(1, 2)) + off)  # truth has no mass off the grid
+            np.testing.assert_allclose(res["total_variation"], tv)
+            assert all(w >= 0 for w in res["wasserstein"])
+            assert res["summary"]["tv_after_wall"] == pytest.approx(np.mean(tv[wall:]))
+            assert res["summary"]["tv_before_wall"] == pytest.approx(np.mean(tv[:wall]))
+            assert res["conditioning_positions_recovered"]
+        assert report["models"]["det"]["samples_per_digit"] == 1
+    for name, mean in study["average"].items():
+        for key, value in mean.items():
+            assert value == pytest.approx(np.mean([r["models"][name]["summary"][key] for r in study["trajectories"]]))
+    table = (out / "distances.md").read_text()
+    assert table.count("| svg-lp | wall hit after") == 4 and "**mean of 4**" in table
+    assert f"**{study['average']['det']['tv_after_wall']:.3f}**" in table
     assert "svg-lp: TV before/after the wall" in capsys.readouterr().out
 
 
