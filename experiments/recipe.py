@@ -31,6 +31,7 @@ ARMS = {
     "lr-4e-3": (["--lr", "4e-3"], 3000),
     "skip-second-last": (["--skip-frame", "second-last"], 3000),
     "n-future-10": (["--n-future", "10"], 2000),
+    "width-32": (["--width", "32"], 1200),
     "base-seed-1": (["--seed", "1"], 3000),
 }
 
