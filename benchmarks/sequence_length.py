@@ -43,7 +43,7 @@ def measure(name: str, length: int, repeats: int) -> dict:
     times = []
     for i in range(repeats + 1):
         tick = time.perf_counter()
-        training_step(objective, optimizer, svg, batch, config.n_past, World()).item()
+        training_step(objective, optimizer, svg, batch, config.n_past, World())[0].item()
         if i:
             times.append(time.perf_counter() - tick)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

@@ -73,7 +73,7 @@ def bench(name: str, device: torch.device, repeats: int, warmup: int, batch_size
     torch_opt = torch.optim.Adam(params, lr=config.lr)
 
     def pyro_step(elbo):
-        training_step(objectives[elbo], torch_opt, svg, batch, config.n_past, World()).item()
+        training_step(objectives[elbo], torch_opt, svg, batch, config.n_past, World())[0].item()
 
     def torch_step():
         torch_opt.zero_grad()

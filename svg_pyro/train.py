@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import math
 import os
 import signal
 import threading
@@ -160,23 +159,27 @@ def training_objective(svg, guide, elbo: str):
 
 
 def training_step(objective, optimizer, svg, videos, n_past: int, world: World,
-                  precision: str = "fp32") -> torch.Tensor:
-    """One gradient step on this rank's ``videos``. Returns the -ELBO summed over the global batch,
-    or NaN when the loss or a gradient is not finite, in which case the parameters are left as
-    they were (so that the last good state can still be saved)."""
+                  precision: str = "fp32") -> tuple[torch.Tensor, bool]:
+    """One gradient step on this rank's ``videos``. Returns the -ELBO summed over the global batch
+    (a tensor on the device) and whether the step was applied: when the loss or a gradient is not
+    finite the loss reads NaN and the parameters are left as they were (so that the last good state
+    can still be saved). That check, before the update as torch's GradScaler makes it, is the step's
+    one wait for the device."""
     optimizer.zero_grad()
     with svg.share_encodings(), torch.autocast(videos.device.type, torch.bfloat16, enabled=precision == "bf16"):
         loss = objective(videos, n_past)
     # DDP averages the gradients over ranks while the ELBO sums over videos: scaling by the world
     # size makes the update that of one process on the whole batch.
     (loss * world.size).backward()
-    total = world.sum(loss)
+    total = world.sum(loss.detach())
     grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    if not torch.isfinite(torch.nn.utils.get_total_norm(grads)):  # the same on every rank (all-reduced)
-        total = torch.full_like(total, float("nan"))
-    if torch.isfinite(total):
+    # the gradient norm is the same on every rank (all-reduced), and so is the verdict
+    finite = torch.isfinite(total) & torch.isfinite(torch.nn.utils.get_total_norm(grads))
+    total = torch.where(finite, total, torch.full_like(total, float("nan")))
+    applied = bool(finite)
+    if applied:
         optimizer.step()
-    return total
+    return total, applied
 
 
 def _global_terms(world: World, terms: dict, local: int, total: int) -> dict:
@@ -221,7 +224,9 @@ def _train(config: Config, out: Path, resume: bool, progress: bool, world: World
 
     try:
         state = on_main(world, read_start)  # rank 0 locks and reads the run directory, and shares it
-        with GracefulStop() as stop:
+        # Pyro's validation checks every site's parameters and values, each check a wait for the
+        # device; the loop's own finiteness check before every update keeps the divergence guarantee.
+        with GracefulStop() as stop, pyro.validation_enabled(False):
             return _train_loop(config, out, progress, world, state, ckpt_path, stop)
     finally:
         if lock is not None:
@@ -288,21 +293,22 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
             board or contextlib.nullcontext():
         for step in bar:
             tick_data = time.perf_counter()
-            batch = next(batches).to(device, non_blocking=True)
+            batch = next(batches)
             waited += time.perf_counter() - tick_data
-            check_video_values(batch)
+            check_video_values(batch)  # on the host, before the batch goes to the device
+            batch = batch.to(device, non_blocking=True)
             done = step + 1
             try:
-                loss = training_step(parallel_objective, optimizer, svg, batch, config.n_past, world,
-                                     config.precision).item()
-            except ValueError as err:  # a distribution got non-finite parameters: divergence
+                loss, applied = training_step(parallel_objective, optimizer, svg, batch, config.n_past, world,
+                                              config.precision)
+            except ValueError as err:  # with validation on: a distribution got non-finite parameters
                 if "Expected parameter" not in str(err):
                     raise
                 if world.distributed:  # this rank alone: stop the job (torchrun ends the others)
                     raise TrainingDiverged(f"rank {world.rank}: the networks' outputs became non-finite at "
                                            f"step {done}. Lower --lr, or check the data.") from None
-                loss = float("nan")
-            if not math.isfinite(loss):  # the same on every rank: rank 0 reports it
+                applied = False
+            if not applied:  # the same on every rank: rank 0 reports it
                 def diverged():
                     last = load_checkpoint(ckpt_path)["step"] if ckpt_path.exists() else None
                     kept = f"the checkpoint of step {last} in {out} is kept" if last is not None else "no checkpoint was written"
@@ -315,7 +321,7 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
                 terms = loss_terms(objective.model.trace, objective.guide.trace)
                 terms = _global_terms(world, terms, part.stop - part.start, config.batch_size)
                 now = time.perf_counter()
-                row = {"step": done, "loss": loss / config.batch_size, "mse": terms["mse"],
+                row = {"step": done, "loss": loss.item() / config.batch_size, "mse": terms["mse"],
                        "kl": terms["kl"], "kl_per_step": kl_per_step(terms), "kl_t": terms["kl_t"],
                        "reference_loss": reference_loss(terms, config.beta), "seconds": now - tick,
                        "data_seconds": waited}
@@ -332,7 +338,9 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
                     board.metrics(row)
                 bar.set_postfix(loss=f"{row['loss']:.4g}", mse=f"{row['mse']:.4f}", kl_step=f"{row['kl_per_step']:.3g}",
                                 fps=f"{frames_per_step * config.log_every / max(row['seconds'], 1e-9):.0f}")
-            stopping = world.sum(torch.tensor(float(stop.signum is not None), device=device)).item() > 0
+            stopping = stop.signum is not None
+            if world.distributed:  # every rank stops at the same step
+                stopping = world.sum(torch.tensor(float(stopping), device=device)).item() > 0
             if stopping or done % config.checkpoint_every == 0 or done == config.steps:
                 rngs = world.gather(rng_state())
                 if world.is_main:

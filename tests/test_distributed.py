@@ -87,7 +87,7 @@ def _one_step(world: World, elbo: str):
     params = list(svg.parameters()) + list(guide.parameters())
     optimizer = torch.optim.Adam(params, lr=config.lr)
     with FixedNoiseMessenger(eps, rows):
-        loss = training_step(objective, optimizer, svg, batch, config.n_past, world)
+        loss, _ = training_step(objective, optimizer, svg, batch, config.n_past, world)
     return {"loss": loss, "grads": [p.grad.clone() for p in params], "params": [p.detach().clone() for p in params]}
 
 

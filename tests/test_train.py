@@ -242,3 +242,26 @@ def test_batches_and_losses_do_not_depend_on_the_number_of_workers(tmp_path, tin
     runs = [train(preset("tiny", steps=3, workers=w, **FAST), tmp_path / f"w{w}", progress=False) for w in (0, 2)]
     assert [r["loss"] for r in runs[0]] == [r["loss"] for r in runs[1]]
     assert all(r["data_seconds"] >= 0 for r in runs[1])
+
+
+def test_unlogged_steps_read_the_device_a_few_times(tmp_path, monkeypatch):
+    """Host reads (item, tolist, float, bool of a tensor) are waits for a GPU. torch.optim's own are
+    left out: they read its step counters, which live on the host."""
+    import sys
+
+    counts = []
+
+    def counting(original):
+        def wrapper(self, *args, **kwargs):
+            if "torch/optim" not in sys._getframe(1).f_code.co_filename.replace("\\", "/"):
+                counts.append(1)
+            return original(self, *args, **kwargs)
+        return wrapper
+
+    for name in ("item", "tolist", "__float__", "__bool__"):
+        monkeypatch.setattr(torch.Tensor, name, counting(getattr(torch.Tensor, name)))
+    config = preset("tiny", steps=40, log_every=40, checkpoint_every=40, sample_every=40, probe_videos=0)
+    train(config, tmp_path, progress=False)
+    # per step: the data check on the host batch, the finiteness check before the update, and four
+    # inside Pyro's ELBO (two .item() and two NaN checks); Pyro's validation (~70 per step) is off
+    assert len(counts) <= 6 * 40 + 10
