@@ -1,10 +1,12 @@
 import pyro
 import pytest
 import torch
+from pyro.poutine.messenger import Messenger
 
 from svg_pyro.build import build_model
 from svg_pyro.config import preset
 from svg_pyro.datasets import make_datasets, training_batch
+from svg_pyro.sites import site_step
 
 
 @pytest.fixture(autouse=True)
@@ -38,4 +40,19 @@ def run_model_and_guide(svg, guide, batch, n_past):
     return model_trace, guide_trace
 
 
-__all__ = ["run_model_and_guide", "torch"]
+class FixedNoiseMessenger(Messenger):
+    """Draws z_t as mu + sigma * eps[t][rows]: the same noise for a video whichever rank or device
+    holds it, so a data-parallel or a GPU step can be compared exactly with the 1-process CPU one."""
+
+    def __init__(self, eps, rows: slice):
+        super().__init__()
+        self.eps, self.rows = eps, rows
+
+    def _pyro_sample(self, msg):
+        step = site_step(msg["name"])
+        if step and step[0] == "z" and msg["value"] is None:  # the model's z_t are replayed
+            base = msg["fn"].base_dist
+            msg["value"] = base.loc + base.scale * self.eps[step[1]][self.rows].to(base.loc.device)
+
+
+__all__ = ["FixedNoiseMessenger", "run_model_and_guide", "torch"]

@@ -13,10 +13,9 @@ import pyro
 import pytest
 import torch
 import torch.multiprocessing as mp
-from pyro.poutine.messenger import Messenger
+from conftest import FixedNoiseMessenger
 from torch import nn
 
-from svg_pyro.sites import site_step
 from svg_pyro.build import build_model
 from svg_pyro.checkpoint import load_checkpoint
 from svg_pyro.config import preset
@@ -52,21 +51,6 @@ def _values(rows):
 
 # ---------------------------------------------------------------------------------------------
 # one step, exactly
-
-
-class FixedNoiseMessenger(Messenger):
-    """Draws the guide's z_t as mu + sigma * eps[t][rows]: the same noise for a video whichever
-    rank holds it, so the data-parallel step can be compared exactly with the 1-process one."""
-
-    def __init__(self, eps, rows: slice):
-        super().__init__()
-        self.eps, self.rows = eps, rows
-
-    def _pyro_sample(self, msg):
-        step = site_step(msg["name"])
-        if step and step[0] == "z" and msg["value"] is None:  # the model's z_t are replayed
-            base = msg["fn"].base_dist
-            msg["value"] = base.loc + base.scale * self.eps[step[1]][self.rows]
 
 
 def _one_step(world: World, elbo: str):
