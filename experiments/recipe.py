@@ -6,7 +6,9 @@ Arms whose steps cost less run more of them, so that all get about the same trai
 
     python experiments/recipe.py run [ARM ...] [--root runs/recipe]   # trains the arms not yet trained
     python experiments/recipe.py table [--root runs/recipe] [--minutes M]
+    python experiments/recipe.py plot --out curves.png [--root runs/recipe] [ARM ...]
 
+``plot`` draws the arms' KL and motion curves against those training minutes (``kl-curves``'s figure).
 ``table`` prints, per arm, the probe's last scores at or before ``M`` training minutes (default: the
 shortest arm's total), in Markdown. Training minutes are steps times the arm's median step time, so
 that other work on the machine during a run does not count against it. Results and their discussion: docs/recipe.md.
@@ -33,6 +35,8 @@ ARMS = {
     "n-future-10": (["--n-future", "10"], 2000),
     "width-32": (["--width", "32"], 1200),
     "base-seed-1": (["--seed", "1"], 3000),
+    "beta-1e-3-seed-1": (["--beta", "1e-3", "--seed", "1"], 3000),
+    "det-seed-1": (["--model", "det", "--seed", "1"], 3000),
 }
 
 
@@ -90,18 +94,34 @@ def table(root: Path, minutes: float | None) -> str:
     return "\n".join(lines)
 
 
+def plot(root: Path, names, out: Path) -> None:
+    """The arms' curves (svg_pyro.kl_curves) against steps x each arm's median step time."""
+    from svg_pyro.kl_curves import plot_kl_curves
+
+    runs = {}
+    for name in names or [n for n in ARMS if (root / n / "metrics.jsonl").exists()]:
+        rows = read_rows(root / name)
+        pace = step_minutes(rows) * 60
+        runs[name] = [{**r, "seconds": pace * (r["step"] - prev)} for prev, r in zip([0] + [r["step"] for r in rows], rows)]
+    plot_kl_curves(runs, out, smooth=5, title="1-digit SM-MNIST, one setting changed per arm", x="minutes",
+                   x_label="training minutes (steps x the arm's median step time)")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("action", choices=("run", "table"))
+    p.add_argument("action", choices=("run", "table", "plot"))
     p.add_argument("arms", nargs="*", help=f"arms to train (default all): {', '.join(ARMS)}")
     p.add_argument("--root", type=Path, default=Path("runs/recipe"))
     p.add_argument("--minutes", type=float)
+    p.add_argument("--out", type=Path, help="PNG written by plot")
     args = p.parse_args(argv)
     unknown = sorted(set(args.arms) - set(ARMS))
     if unknown:
         p.error(f"unknown arms {unknown}; choose from {list(ARMS)}")
     if args.action == "run":
         run(args.arms, args.root)
+    elif args.action == "plot":
+        plot(args.root, args.arms, args.out or p.error("plot needs --out"))
     else:
         print(table(args.root, args.minutes))
     return 0

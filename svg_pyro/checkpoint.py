@@ -1,5 +1,10 @@
 """Checkpoints: written atomically, read with ``torch.load(weights_only=True)``.
 
+Two kinds: a training checkpoint (everything needed to resume, below) and a weights-only file
+(``export_weights``: config, step and the networks, optionally in fp16), which is what ships in
+the repository's ``checkpoints/`` folder. Every loader takes a path or the short name of a shipped
+model (``checkpoints/NAME.pt``, e.g. ``smmnist-1digit-svg-lp``).
+
 A checkpoint holds the config, the step, the model, guide and optimizer states and the RNG state
 (of every rank, after a data-parallel run), so ``--resume`` continues a run exactly as if it had not
 stopped. The optimizer state is stored per parameter under Pyro's parameter names ("svg$$$...",
@@ -17,6 +22,8 @@ from torch import nn
 from svg_pyro.config import ARCHITECTURE_FIELDS, Config
 
 FORMAT = "svg-pyro-checkpoint/1"
+WEIGHTS_FORMAT = "svg-pyro-weights/1"
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"  # trained models in the repository
 
 
 class CheckpointError(RuntimeError):
@@ -108,19 +115,50 @@ def save_checkpoint(path, config: Config, step: int, svg: nn.Module, guide, opti
     atomic_torch_save(state, path)
 
 
+def shipped_models() -> list[str]:
+    """Short names of the trained models in the repository's checkpoints/ folder."""
+    return sorted(p.stem for p in SHIPPED.glob("*.pt"))
+
+
+def resolve_checkpoint(path_or_name) -> Path:
+    """An existing file as given, else the shipped model of that short name, else the path as given."""
+    path = Path(path_or_name)
+    if not path.is_file() and path.name == str(path_or_name) and (SHIPPED / f"{path.name}.pt").is_file():
+        return SHIPPED / f"{path.name}.pt"
+    return path
+
+
 def load_checkpoint(path) -> dict:
-    path = Path(path)
+    """A training checkpoint or a weights-only file (``state["format"]`` says which)."""
+    path = resolve_checkpoint(path)
     if not path.is_file():
+        names = shipped_models()
+        shipped = f", or name a shipped model ({', '.join(names)})" if names else ""
         raise CheckpointError(f"no checkpoint at {path}; train first (python svi_train.py --out "
-                              f"{path.parent}) or point to the right file")
+                              f"{path.parent}), point to the right file{shipped}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, pickle error, ...
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err}); "
                               "it may be truncated or from another program. It was not modified.") from err
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in (FORMAT, WEIGHTS_FORMAT):
         raise CheckpointError(f"{path} is not an svg-pyro checkpoint (format {FORMAT} expected)")
     return state
+
+
+def export_weights(source, out, half: bool = False) -> dict:
+    """Write the networks of checkpoint ``source`` to ``out`` without the optimizer and RNG states
+    (``half``: floating-point tensors stored in fp16, loaded back as fp32). Returns what was written."""
+    state = load_checkpoint(source)
+
+    def slim(tensors: dict) -> dict:
+        return {k: v.half() if half and v.is_floating_point() else v for k, v in tensors.items()}
+
+    weights = {"format": WEIGHTS_FORMAT, "config": state["config"], "step": state["step"],
+               "model": slim(state["model"]), "guide": slim(state["guide"]), "fp16": half}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(weights, Path(out))
+    return weights
 
 
 def check_compatible(saved: Config, wanted: Config, path) -> None:

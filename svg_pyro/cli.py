@@ -146,8 +146,9 @@ def _train(args) -> int:
 def _evaluate_options(p: argparse.ArgumentParser) -> None:
     from svg_pyro.evaluate import BN_MODES, DEFAULT_MAX_BATCH
 
-    p.add_argument("--checkpoint", required=True, help="checkpoint.pt of the model to evaluate")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt of the model to evaluate, or a shipped model's short name")
+    p.add_argument("--out", help="output directory (default: runs/evaluate-NAME, NAME the checkpoint's "
+                                 "short name or its run directory's name)")
     p.add_argument("--samples", type=int, default=100, help="futures drawn per test video")
     p.add_argument("--videos", type=int, default=256, help="test videos (the first ones of the test set)")
     p.add_argument("--n-past", type=int, help="conditioning frames (default: the checkpoint's n_past)")
@@ -171,6 +172,9 @@ def _evaluate_options(p: argparse.ArgumentParser) -> None:
 def _evaluate(args) -> int:
     from svg_pyro.evaluate import evaluate, markdown_table
 
+    if args.out is None:
+        given = Path(args.checkpoint)
+        args.out = Path("runs") / f"evaluate-{given.parent.name if given.name == 'checkpoint.pt' else given.stem}"
     metrics = evaluate(args.checkpoint, args.out, samples=args.samples, videos=args.videos,
                        n_past=args.n_past, horizon=args.horizon, prior=args.prior,
                        prior_checkpoint=args.prior_checkpoint, det_checkpoint=args.det_checkpoint,
@@ -189,7 +193,7 @@ def _evaluate(args) -> int:
 def _trajectory_options(p: argparse.ArgumentParser) -> None:
     from svg_pyro.trajectory import STUDY_STEPS, WALL_STEPS
 
-    p.add_argument("--checkpoint", required=True, help="checkpoint of the model to study (normally SVG-LP)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint (or shipped short name) of the model to study (normally SVG-LP)")
     p.add_argument("--fp-checkpoint", help="an SVG-FP checkpoint to compare")
     p.add_argument("--det-checkpoint", help="a deterministic-model checkpoint to compare")
     p.add_argument("--out", required=True, help="directory for study.json, distances.md and a folder of "
@@ -287,6 +291,25 @@ def _kl_curves(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# export
+
+
+def _export_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="training checkpoint (RUN/checkpoint.pt)")
+    p.add_argument("out", help="weights-only file to write (checkpoints/NAME.pt makes NAME a short name)")
+    p.add_argument("--half", action="store_true", help="store the weights in fp16 (half the size; loaded as fp32)")
+
+
+def _export(args) -> int:
+    from svg_pyro.checkpoint import export_weights
+
+    weights = export_weights(args.checkpoint, args.out, args.half)
+    size = Path(args.out).stat().st_size / 2**20
+    print(f"wrote {args.out}: {weights['config']['model']} at step {weights['step']}, {size:.1f} MiB")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 
 COMMANDS = {
     "train": Command(_train_options, _train,
@@ -303,6 +326,9 @@ COMMANDS = {
     "kl-curves": Command(_kl_curves_options, _kl_curves,
                          "How much the latent carries and how well the digits move: KL per step and the "
                          "motion probe's errors against training step or time, from runs' metrics.jsonl."),
+    "export": Command(_export_options, _export,
+                      "Write a checkpoint's trained networks without the optimizer and RNG state (what "
+                      "checkpoints/ ships; every command loads it by path or short name)."),
 }
 
 

@@ -51,11 +51,13 @@ def x_values(rows, x: str) -> np.ndarray:
     raise ValueError(f"--x {x!r} is unknown; choose one of {sorted(X_AXES)}")
 
 
-def plot_kl_curves(runs: dict, path, smooth: int = 10, title: str = "", x: str = "step") -> None:
+def plot_kl_curves(runs: dict, path, smooth: int = 10, title: str = "", x: str = "step",
+                   x_label: str | None = None) -> None:
     """``runs``: {label: metric rows}. Writes the panels to a PNG at ``path``."""
     from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
 
     motion = any(r.get(PROBED) is not None for rows in runs.values() for r in rows)
+    x_label = x_label or X_AXES[x]
     fig = Figure(figsize=(10, 7.2 if motion else 3.6))
     axes = fig.subplots(2 if motion else 1, 2, squeeze=False)
     over_training, per_step = axes[0]
@@ -71,9 +73,9 @@ def plot_kl_curves(runs: dict, path, smooth: int = 10, title: str = "", x: str =
         axes[1][1].set_ylabel("position error (px): best sample -, mean --")
         for ax in axes[1]:
             ax.sharex(over_training)
-            ax.set_xlabel(X_AXES[x])
+            ax.set_xlabel(x_label)
             ax.set_ylim(bottom=0)
-    over_training.set_xlabel(X_AXES[x])
+    over_training.set_xlabel(x_label)
     over_training.set_ylabel("KL per transition (nats)")
     over_training.set_yscale("log")
     over_training.axhline(0.5, color="grey", ls=":", lw=1)  # the latent is clearly in use above this

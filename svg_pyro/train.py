@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from svg_pyro.build import build_model
-from svg_pyro.checkpoint import (CheckpointError, atomic_path, check_compatible, load_checkpoint,
+from svg_pyro.checkpoint import (WEIGHTS_FORMAT, CheckpointError, atomic_path, check_compatible, load_checkpoint,
                                  load_optimizer_state_by_name, optimizer_state_by_name, rng_state,
                                  save_checkpoint, set_rng_state, trained_parameters)
 from svg_pyro.config import Config
@@ -215,6 +215,9 @@ def _train(config: Config, out: Path, resume: bool, progress: bool, world: World
                              "the batch is split between them, so give each at least one video")
         if resume:
             state = load_checkpoint(ckpt_path)
+            if state["format"] == WEIGHTS_FORMAT:
+                raise CheckpointError(f"{ckpt_path} holds weights only (no optimizer or RNG state), so "
+                                      "training cannot resume from it; train into a new --out")
             check_compatible(Config.from_dict(state["config"]), config, ckpt_path)
             return state
         if ckpt_path.exists():
