@@ -31,6 +31,7 @@ ARMS = {
     "batch-8": (["--batch-size", "8"], 5000),
     "lr-1e-3": (["--lr", "1e-3"], 3000),
     "lr-4e-3": (["--lr", "4e-3"], 3000),
+    "cosine": (["--lr-schedule", "cosine"], 3000),
     "skip-second-last": (["--skip-frame", "second-last"], 3000),
     "n-future-10": (["--n-future", "10"], 2000),
     "width-32": (["--width", "32"], 1200),

@@ -16,11 +16,13 @@ DATASETS = ("smmnist", "kth", "bair")
 VELOCITIES = ("uniform", "nonuniform")
 SKIP_FRAMES = ("last", "second-last")
 PRECISIONS = ("fp32", "bf16")
+LR_SCHEDULES = ("constant", "cosine")
 IMAGE_SIZES = (64, 128)
 
 # The allowed values of the fields that take one of a few: checked by Config.validate, offered by the CLI.
 CHOICES = {"dataset": DATASETS, "velocity": VELOCITIES, "image_size": IMAGE_SIZES, "model": MODELS,
-           "arch": ARCHS, "skip_frame": SKIP_FRAMES, "elbo": ELBOS, "precision": PRECISIONS}
+           "arch": ARCHS, "skip_frame": SKIP_FRAMES, "elbo": ELBOS, "precision": PRECISIONS,
+           "lr_schedule": LR_SCHEDULES}
 
 
 def setting(default, help: str):
@@ -67,6 +69,8 @@ class Config:
                                      "trace: Trace_ELBO (sampled KL; the latent turns on far later, see docs/latent.md)")
     # optimisation
     lr: float = setting(2e-3, "Adam learning rate")
+    lr_schedule: str = setting("constant", "constant: lr throughout (the reference); cosine: lr * (1 + cos(pi * "
+                                           "step / steps)) / 2, from lr at the first step to 0 at the last")
     batch_size: int = setting(100, "videos per step (over all processes)")
     steps: int = setting(180_000, "total SVI steps (including those of a resumed run)")
     seed: int = setting(0, "seed of the data stream and of the noise")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import signal
 import threading
@@ -301,6 +302,9 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
             check_video_values(batch)  # on the host, before the batch goes to the device
             batch = batch.to(device, non_blocking=True)
             done = step + 1
+            if config.lr_schedule == "cosine":  # a function of the step alone: resumed runs follow it exactly
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr * (1 + math.cos(math.pi * step / config.steps)) / 2
             try:
                 loss, applied = training_step(parallel_objective, optimizer, svg, batch, config.n_past, world,
                                               config.precision)
@@ -326,7 +330,8 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
                 now = time.perf_counter()
                 row = {"step": done, "loss": loss.item() / config.batch_size, "mse": terms["mse"],
                        "kl": terms["kl"], "kl_per_step": kl_per_step(terms), "kl_t": terms["kl_t"],
-                       "reference_loss": reference_loss(terms, config.beta), "seconds": now - tick,
+                       "reference_loss": reference_loss(terms, config.beta),
+                       "lr": optimizer.param_groups[0]["lr"], "seconds": now - tick,
                        "data_seconds": waited}
                 if probe is not None and sampling:
                     row.update(probe(svg, guide))

@@ -265,3 +265,21 @@ def test_unlogged_steps_read_the_device_a_few_times(tmp_path, monkeypatch):
     # per step: the data check on the host batch, the finiteness check before the update, and four
     # inside Pyro's ELBO (two .item() and two NaN checks); Pyro's validation (~70 per step) is off
     assert len(counts) <= 6 * 40 + 10
+
+
+def test_cosine_schedule_sets_each_steps_rate_also_after_a_resume(tmp_path):
+    import math
+
+    def expected(step, steps):  # the rate used by update number ``step`` (1-based)
+        return 2e-3 * (1 + math.cos(math.pi * (step - 1) / steps)) / 2
+
+    rows = train(preset("tiny", lr_schedule="cosine", steps=4, probe_videos=0, **FAST), tmp_path / "a", progress=False)
+    assert [r["lr"] for r in rows] == pytest.approx([expected(s, 4) for s in (1, 2, 3, 4)])
+    assert [r["lr"] for r in train(preset("tiny", steps=2, probe_videos=0, **FAST), tmp_path / "b",
+                                   progress=False)] == [2e-3, 2e-3]
+    # resumed with more steps, the schedule is that of the new length from the next step on
+    train(preset("tiny", lr_schedule="cosine", steps=2, checkpoint_every=2, probe_videos=0, **FAST), tmp_path / "c",
+          progress=False)
+    resumed = train(preset("tiny", lr_schedule="cosine", steps=4, probe_videos=0, **FAST), tmp_path / "c",
+                    resume=True, progress=False)
+    assert [r["lr"] for r in resumed] == pytest.approx([expected(3, 4), expected(4, 4)])
