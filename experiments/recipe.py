@@ -9,7 +9,7 @@ Arms whose steps cost less run more of them, so that all get about the same trai
     python experiments/recipe.py plot --out curves.png [--root runs/recipe] [ARM ...]
 
 ``plot`` draws the arms' KL and motion curves against those training minutes (``kl-curves``'s figure).
-``table`` prints, per arm, the probe's last scores at or before ``M`` training minutes (default: the
+``table`` prints, per arm, the mean of the probe's last three scores at or before ``M`` training minutes (default: the
 shortest arm's total), in Markdown. Training minutes are steps times the arm's median step time, so
 that other work on the machine during a run does not count against it. Results and their discussion: docs/recipe.md.
 """
@@ -21,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+PROBES_AVERAGED = 3  # the probe is noisy from one interval to the next: the table averages the last three
 BASE = ["--preset", "smmnist-1digit-cpu", "--sample-every", "250", "--checkpoint-every", "1000"]
 
 # name: (flags that differ from the preset, steps); steps scaled by the measured step cost
@@ -29,6 +30,7 @@ ARMS = {
     "det": (["--model", "det"], 3000),
     "beta-1e-3": (["--beta", "1e-3"], 3000),
     "batch-8": (["--batch-size", "8"], 5000),
+    "batch-8-seed-1": (["--batch-size", "8", "--seed", "1"], 5000),
     "lr-1e-3": (["--lr", "1e-3"], 3000),
     "lr-4e-3": (["--lr", "4e-3"], 3000),
     "cosine": (["--lr-schedule", "cosine"], 3000),
@@ -39,6 +41,12 @@ ARMS = {
     "beta-1e-3-seed-1": (["--beta", "1e-3", "--seed", "1"], 3000),
     "det-seed-1": (["--model", "det", "--seed", "1"], 3000),
 }
+
+
+# A second seed has its first seed's step cost (same configuration); its own run may have shared the
+# machine with other work, so its minutes use the first seed's median step time.
+PACE_OF = {"base-seed-1": "base", "batch-8-seed-1": "batch-8", "beta-1e-3-seed-1": "beta-1e-3",
+           "det-seed-1": "det"}
 
 
 def run(names, root: Path) -> None:
@@ -64,12 +72,11 @@ def step_minutes(rows) -> float:
     return per_step[len(per_step) // 2] / 60
 
 
-def last_probe(rows, minutes: float):
-    """The last probed row within ``minutes`` of training, with its training minutes."""
-    pace = step_minutes(rows)
-    probed = [(r, r["step"] * pace) for r in rows if r.get("certain_displacement_error") is not None]
-    within = [p for p in probed if p[1] <= minutes + 1e-9]
-    return within[-1] if within else None
+def last_probes(rows, minutes: float, pace: float, count: int = PROBES_AVERAGED):
+    """The last ``count`` probed rows within ``minutes`` of training (``pace`` minutes a step), and
+    the last one's minutes."""
+    probed = [r for r in rows if r.get("certain_displacement_error") is not None and r["step"] * pace <= minutes + 1e-9]
+    return (probed[-count:], probed[-1]["step"] * pace) if probed else (None, None)
 
 
 def table(root: Path, minutes: float | None) -> str:
@@ -77,19 +84,26 @@ def table(root: Path, minutes: float | None) -> str:
     if not done:
         raise SystemExit(f"no arm has run under {root}")
     runs = {name: read_rows(root / name) for name in done}
-    totals = {name: rows[-1]["step"] * step_minutes(rows) for name, rows in runs.items()}
+    paces = {name: step_minutes(runs.get(PACE_OF.get(name), rows)) for name, rows in runs.items()}
+    totals = {name: rows[-1]["step"] * paces[name] for name, rows in runs.items()}
     minutes = minutes if minutes is not None else min(totals.values())
-    lines = [f"Scores at the last probe within {minutes:.1f} training minutes (steps x the median step time).", "",
-             "| arm | s/step | step | minutes | KL/step | certain-step displacement error (px/frame) | position error best / mean (px) |",
+    lines = [f"Means of the last {PROBES_AVERAGED} probes (one every 250 steps) within {minutes:.1f} training "
+             "minutes (steps x the arm's median step time).", "",
+             "| arm | s/step | last step | minutes | KL/step | certain-step displacement error (px/frame) "
+             "| position error best / mean (px) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, rows in runs.items():
-        found = last_probe(rows, minutes)
-        if found is None:
+        probes, at = last_probes(rows, minutes, paces[name])
+        if probes is None:
             continue
-        r, at = found
-        lines.append(f"| {name} | {step_minutes(rows) * 60:.3f} | {r['step']} | {at:.1f} | {r['kl_per_step']:.2f} "
-                     f"| {r['certain_displacement_error']:.2f} | {r['position_error_best']:.2f} / {r['position_error_mean']:.2f} |")
-    r = found[0]
+
+        def mean(key):
+            return sum(r[key] for r in probes) / len(probes)
+
+        r = probes[-1]
+        lines.append(f"| {name} | {paces[name] * 60:.3f} | {r['step']} | {at:.1f} | {mean('kl_per_step'):.2f} "
+                     f"| {mean('certain_displacement_error'):.2f} | {mean('position_error_best'):.2f} / "
+                     f"{mean('position_error_mean'):.2f} |")
     lines += ["", f"Copy-last-frame on the same videos: {r['copy_last_certain_displacement_error']:.2f} px/frame on the "
               f"certain steps, position error {r['copy_last_position_error']:.2f} px."]
     return "\n".join(lines)
@@ -102,7 +116,8 @@ def plot(root: Path, names, out: Path) -> None:
     runs = {}
     for name in names or [n for n in ARMS if (root / n / "metrics.jsonl").exists()]:
         rows = read_rows(root / name)
-        pace = step_minutes(rows) * 60
+        first = root / PACE_OF.get(name, name)
+        pace = step_minutes(read_rows(first) if (first / "metrics.jsonl").exists() else rows) * 60
         runs[name] = [{**r, "seconds": pace * (r["step"] - prev)} for prev, r in zip([0] + [r["step"] for r in rows], rows)]
     plot_kl_curves(runs, out, smooth=5, title="1-digit SM-MNIST, one setting changed per arm", x="minutes",
                    x_label="training minutes (steps x the arm's median step time)")
