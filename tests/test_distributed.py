@@ -93,8 +93,10 @@ def test_a_two_process_step_equals_one_process_on_the_whole_batch(tmp_path, elbo
     torch.testing.assert_close(ranks[0]["loss"], whole["loss"], rtol=1e-6, atol=0)
     for g, g_whole in zip(ranks[0]["grads"], whole["grads"]):
         torch.testing.assert_close(g, g_whole, rtol=1e-4, atol=1e-5)
+    # Adam's first step moves a weight by about lr * g / (|g| + eps): where |g| is near eps, float-level
+    # differences of g (summation order) show at a small fraction of lr (seen: 1.03e-6 on one CPU type)
     for p, p_whole in zip(ranks[0]["params"], whole["params"]):
-        torch.testing.assert_close(p, p_whole, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(p, p_whole, rtol=1e-5, atol=5e-6)
     # the check has teeth: without the world-size scaling the gradients would be halved
     assert any((g - g_whole / 2).abs().max() > 1e-3 for g, g_whole in zip(ranks[0]["grads"], whole["grads"]))
 
