@@ -6,7 +6,7 @@ Arms whose steps cost less run more of them, so that all get about the same trai
 
     python experiments/recipe.py run [ARM ...] [--root runs/recipe]   # trains the arms not yet trained
     python experiments/recipe.py table [--root runs/recipe] [--minutes M]
-    python experiments/recipe.py plot --out curves.png [--root runs/recipe] [ARM ...]
+    python experiments/recipe.py plot [ARM ...] --out curves.png [--root runs/recipe]
 
 ``plot`` draws the arms' KL and motion curves against those training minutes (``kl-curves``'s figure).
 ``table`` prints, per arm, the mean of the probe's last three scores at or before ``M`` training minutes (default: the
