@@ -9,6 +9,7 @@ procedure (below 1 is faster).
 
     python benchmarks/train_step.py --presets tiny smmnist-cpu --repeats 20
     python benchmarks/train_step.py --presets smmnist --device cuda   # reference size, on a GPU
+    python benchmarks/train_step.py --presets smmnist smmnist:precision=bf16 --device cuda --tf32
     python benchmarks/train_step.py --presets smmnist-cpu smmnist-cpu:n_future=5,elbo=trace
     python benchmarks/train_step.py --presets smmnist-cpu --svi   # adds SVI.step + pyro.optim
 
@@ -73,11 +74,16 @@ def bench(name: str, device: torch.device, repeats: int, warmup: int, batch_size
     torch_opt = torch.optim.Adam(params, lr=config.lr)
 
     def pyro_step(elbo):
-        training_step(objectives[elbo], torch_opt, svg, batch, config.n_past, World())[0].item()
+        training_step(objectives[elbo], torch_opt, svg, batch, config.n_past, World(), config.precision)[0].item()
+
+    def autocast():  # what training_step does under --precision bf16, for the other procedures too
+        return torch.autocast(device.type, torch.bfloat16, enabled=config.precision == "bf16")
 
     def torch_step():
         torch_opt.zero_grad()
-        plain_negative_elbo(svg, guide, batch, config.n_past).backward()
+        with autocast():
+            loss = plain_negative_elbo(svg, guide, batch, config.n_past)
+        loss.backward()
         torch_opt.step()
 
     # the reference procedure on its own copy of the networks (the same initial weights)
@@ -86,7 +92,9 @@ def bench(name: str, device: torch.device, repeats: int, warmup: int, batch_size
 
     def reference_step():
         ref_opt.zero_grad()
-        reference_step_loss(ref_svg, ref_guide, batch, config.n_past, config.beta)[0].backward()
+        with autocast():
+            loss = reference_step_loss(ref_svg, ref_guide, batch, config.n_past, config.beta)[0]
+        loss.backward()
         ref_opt.step()
 
     steps = {"plain torch": torch_step, "Trace_ELBO": lambda: pyro_step("trace"),
@@ -124,10 +132,17 @@ def main():
                    help="alternate the presets this many times (repeats each), so that slow spells of a "
                         "shared machine hit every preset alike")
     p.add_argument("--svi", action="store_true", help="also time TraceMeanField_ELBO through SVI.step")
+    p.add_argument("--tf32", action="store_true", help="CUDA: TF32 matrix products and convolutions (off: "
+                                                       "exact fp32, the default here)")
+    p.add_argument("--cudnn-benchmark", action="store_true", help="CUDA: let cuDNN time its kernels and keep "
+                                                                  "the fastest for each shape")
     args = p.parse_args()
     device = resolve_device(args.device)
-    print(f"device: {device}, torch {torch.__version__}, pyro {pyro.__version__}, "
-          f"threads {torch.get_num_threads()}")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device: {device} ({name}), torch {torch.__version__}, pyro {pyro.__version__}, "
+          f"threads {torch.get_num_threads()}, TF32 {args.tf32}, cudnn.benchmark {args.cudnn_benchmark}")
     print("| preset | params | batch | step | ms/step (median) | frames/s | x plain torch | x reference |")
     print("|---|---|---|---|---|---|---|---|")
     times, meta = {}, {}

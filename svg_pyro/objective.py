@@ -12,15 +12,66 @@ from __future__ import annotations
 import math
 
 import torch
+from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer.util import is_identically_zero
 from torch.distributions import kl_divergence
 
 from svg_pyro.sites import FRAME, LATENT, site_step
 
 
+class _LossOnDevice:
+    """Pyro's ELBO whose ``differentiable_loss`` (what training backpropagates) never reads the
+    device: Pyro's own reads the loss back to the host (``torch_item``, once per particle or per
+    site) and checks it for NaN forward and backward, and on a GPU each read waits for the device.
+    ``training_step`` checks finiteness itself, once, before the update. The value and gradients
+    are those of Pyro's class; SVG's guide is reparameterised at every site, where the surrogate
+    loss is the loss itself (a site that is not raises)."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        loss = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            loss = loss - self._elbo_particle(model_trace, guide_trace) / self.num_particles
+        return loss
+
+
+class TraceOnDevice_ELBO(_LossOnDevice, Trace_ELBO):
+    """Trace_ELBO: log p(x, z) - log q(z) at the guide's draw (a Monte-Carlo KL)."""
+
+    def _elbo_particle(self, model_trace, guide_trace):
+        elbo = 0.0
+        for site in model_trace.nodes.values():
+            if site["type"] == "sample":
+                elbo = elbo + site["log_prob_sum"]
+        for name, site in guide_trace.nodes.items():
+            if site["type"] == "sample":
+                if not is_identically_zero(site["score_parts"].score_function):
+                    raise NotImplementedError(f"guide site {name!r} is not reparameterised")
+                elbo = elbo - site["score_parts"].entropy_term.sum()
+        return elbo
+
+
+class TraceMeanFieldOnDevice_ELBO(_LossOnDevice, TraceMeanField_ELBO):
+    """TraceMeanField_ELBO: log p(x | z) at the guide's draw minus the analytic KL(q || p)."""
+
+    def _elbo_particle(self, model_trace, guide_trace):
+        elbo = 0.0
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if site["is_observed"]:
+                elbo = elbo + site["log_prob_sum"]
+            else:
+                posterior = guide_trace.nodes[name]
+                kl = kl_divergence(posterior["fn"], site["fn"])
+                elbo = elbo - scale_and_mask(kl, scale=posterior["scale"], mask=posterior["mask"]).sum()
+        return elbo
+
+
 def make_elbo(name: str, num_particles: int = 1, vectorize_particles: bool = False):
-    """'trace': Monte-Carlo KL (Trace_ELBO); 'meanfield': analytic KL (TraceMeanField_ELBO)."""
-    cls = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}.get(name)
+    """'trace': Monte-Carlo KL (Trace_ELBO); 'meanfield': analytic KL (TraceMeanField_ELBO). Both with
+    the loss kept on the device (``_LossOnDevice``)."""
+    cls = {"trace": TraceOnDevice_ELBO, "meanfield": TraceMeanFieldOnDevice_ELBO}.get(name)
     if cls is None:
         raise ValueError(f"unknown ELBO {name!r}; choose 'trace' or 'meanfield'")
     return cls(num_particles=num_particles, vectorize_particles=vectorize_particles, max_plate_nesting=1)

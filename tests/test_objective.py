@@ -154,3 +154,49 @@ def test_kl_weight_must_scale_both_model_and_guide(tiny):
     kl = loss_terms(model_trace, guide_trace)["kl"] * config.batch_size
     assert kl > 5
     assert unscaled - scaled == pytest.approx(0.75 * kl, abs=0.02)  # float32 losses of ~1e4
+
+
+@pytest.mark.parametrize("name", ["trace", "meanfield"])
+def test_the_on_device_elbos_equal_pyros_own_without_reading_the_device(tiny, monkeypatch, name):
+    """make_elbo's classes give the loss and gradients of Pyro's Trace_ELBO / TraceMeanField_ELBO on
+    the same draws, and read no tensor back to the host while doing it."""
+    from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+
+    config, svg, guide, batch = tiny
+    svg.eval(), guide.eval()
+    params = list(svg.parameters()) + list(guide.parameters())
+
+    def loss_and_grads(elbo):
+        torch.manual_seed(3)
+        for p in params:
+            p.grad = None
+        loss = elbo.differentiable_loss(svg.model, guide, batch, config.n_past)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in params]
+
+    pyros = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}[name](max_plate_nesting=1)
+    expected, expected_grads = loss_and_grads(pyros)
+    reads = []
+    for method in ("item", "tolist", "__float__", "__bool__"):
+        original = getattr(torch.Tensor, method)
+        monkeypatch.setattr(torch.Tensor, method,
+                            lambda self, *a, _original=original, **k: reads.append(1) or _original(self, *a, **k))
+    with pyro.validation_enabled(False):
+        loss, grads = loss_and_grads(make_elbo(name))
+    monkeypatch.undo()
+    assert reads == []
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert all(torch.allclose(g, e, rtol=1e-5, atol=1e-7) for g, e in zip(grads, expected_grads))
+
+
+def test_the_on_device_trace_elbo_refuses_a_guide_it_cannot_differentiate():
+    import pyro.distributions as dist
+
+    def model():
+        pyro.sample("b", dist.Bernoulli(0.5))
+
+    def guide():
+        pyro.sample("b", dist.Bernoulli(pyro.param("p", torch.tensor(0.3))))
+
+    with pytest.raises(NotImplementedError, match="'b' is not reparameterised"):
+        make_elbo("trace").differentiable_loss(model, guide)

@@ -262,9 +262,10 @@ def test_unlogged_steps_read_the_device_a_few_times(tmp_path, monkeypatch):
         monkeypatch.setattr(torch.Tensor, name, counting(getattr(torch.Tensor, name)))
     config = preset("tiny", steps=40, log_every=40, checkpoint_every=40, sample_every=40, probe_videos=0)
     train(config, tmp_path, progress=False)
-    # per step: the data check on the host batch, the finiteness check before the update, and four
-    # inside Pyro's ELBO (two .item() and two NaN checks); Pyro's validation (~70 per step) is off
-    assert len(counts) <= 6 * 40 + 10
+    # per step: the data check on the host batch (before it goes to the device) and the finiteness
+    # check before the update; Pyro's validation (~70 per step) is off and make_elbo's ELBOs read
+    # nothing; the 10 are the one logged step's terms and the run's start and end
+    assert len(counts) <= 2 * 40 + 10
 
 
 def test_cosine_schedule_sets_each_steps_rate_also_after_a_resume(tmp_path):
