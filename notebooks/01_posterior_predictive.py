@@ -22,10 +22,10 @@
 # (`svg_pyro.sampling.predict`; `sample_chunks` does it in bounded memory).
 #
 # **Inputs** (environment variables, defaults in brackets):
-# - `SVG_CHECKPOINT` [`runs/svg-lp/checkpoint.pt`]: an SVG-LP checkpoint, from
-#   `python svi_train.py --preset smmnist-cpu --out runs/svg-lp`;
-# - `SVG_CHECKPOINT_DET` [`runs/det/checkpoint.pt`]: optional deterministic baseline, from
-#   `python svi_train.py --preset smmnist-cpu --model det --out runs/det`;
+# - `SVG_CHECKPOINT` [`smmnist-2digit-svg-lp`]: an SVG-LP checkpoint (`RUN/checkpoint.pt` of
+#   `python svi_train.py`) or a shipped model's short name; the default is the 2-digit SVG-LP
+#   shipped in `checkpoints/` (its command: `checkpoints/README.md`);
+# - `SVG_CHECKPOINT_DET` [`smmnist-2digit-det`]: the deterministic baseline, optional;
 # - `SVG_NB_VIDEOS` [32], `SVG_NB_SAMPLES` [100], `SVG_NB_HORIZON` [the dataset's test horizon],
 #   `SVG_NB_OUT` [`runs/notebooks`].
 
@@ -46,7 +46,7 @@ import torch
 from IPython.display import Image, Markdown, display
 
 from svg_pyro import arviz_data
-from svg_pyro.checkpoint import load_model
+from svg_pyro.checkpoint import load_model, resolve_checkpoint
 from svg_pyro.datasets import make_datasets
 from svg_pyro.evaluate import DEFAULT_HORIZON, evaluate, markdown_table
 from svg_pyro.plots import video_mosaic
@@ -57,13 +57,17 @@ def path(variable, default):
     return Path(os.environ.get(variable, ROOT / default))
 
 
+def checkpoint(variable, name):  # a checkpoint's path, or a shipped model's short name (checkpoints/)
+    return resolve_checkpoint(os.environ.get(variable, name))
+
+
 OUT = path("SVG_NB_OUT", "runs/notebooks")  # evaluation outputs of the notebooks
 VIDEOS = int(os.environ.get("SVG_NB_VIDEOS", 32))  # test videos
 SAMPLES = int(os.environ.get("SVG_NB_SAMPLES", 100))  # futures per video
 device = "cuda" if torch.cuda.is_available() else "cpu"
 
-CHECKPOINT = path("SVG_CHECKPOINT", "runs/svg-lp/checkpoint.pt")
-DET = path("SVG_CHECKPOINT_DET", "runs/det/checkpoint.pt")
+CHECKPOINT = checkpoint("SVG_CHECKPOINT", "smmnist-2digit-svg-lp")
+DET = checkpoint("SVG_CHECKPOINT_DET", "smmnist-2digit-det")
 config, svg, guide, step = load_model(CHECKPOINT, device)
 n_past = config.n_past
 horizon = int(os.environ.get("SVG_NB_HORIZON", DEFAULT_HORIZON[config.dataset]))

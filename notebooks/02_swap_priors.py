@@ -24,9 +24,10 @@
 # the two trained models, then the swaps, and measures the effect.
 #
 # **Inputs** (environment variables, defaults in brackets): `SVG_CHECKPOINT`
-# [`runs/svg-lp/checkpoint.pt`], `SVG_CHECKPOINT_FP` [`runs/svg-fp/checkpoint.pt`],
-# `SVG_CHECKPOINT_DET` [`runs/det/checkpoint.pt`], made by `python svi_train.py --preset
-# smmnist-cpu --model {svg-lp,svg-fp,det} --out runs/{svg-lp,svg-fp,det}`; `SVG_NB_VIDEOS` [32],
+# [`smmnist-1digit-svg-lp`], `SVG_CHECKPOINT_FP` [`smmnist-1digit-svg-fp`], `SVG_CHECKPOINT_DET`
+# [`smmnist-1digit-det`]: checkpoints (`RUN/checkpoint.pt` of `python svi_train.py --model
+# {svg-lp,svg-fp,det}`) or shipped models' short names; the defaults are the 1-digit models shipped
+# in `checkpoints/` (non-uniform velocities; their commands: `checkpoints/README.md`); `SVG_NB_VIDEOS` [32],
 # `SVG_NB_SAMPLES` [50], `SVG_NB_HORIZON` [the dataset's test horizon], `SVG_NB_OUT`
 # [`runs/notebooks`].
 
@@ -48,7 +49,7 @@ from pyro import poutine
 from pyro.infer import Predictive
 
 from svg_pyro import arviz_data
-from svg_pyro.checkpoint import load_model
+from svg_pyro.checkpoint import load_model, resolve_checkpoint
 from svg_pyro.datasets import make_datasets
 from svg_pyro.evaluate import DEFAULT_HORIZON, evaluate, markdown_table
 from svg_pyro.eval_plots import plot_per_step
@@ -59,14 +60,18 @@ def path(variable, default):
     return Path(os.environ.get(variable, ROOT / default))
 
 
+def checkpoint(variable, name):  # a checkpoint's path, or a shipped model's short name (checkpoints/)
+    return resolve_checkpoint(os.environ.get(variable, name))
+
+
 OUT = path("SVG_NB_OUT", "runs/notebooks")  # evaluation outputs of the notebooks
 VIDEOS = int(os.environ.get("SVG_NB_VIDEOS", 32))  # test videos
 SAMPLES = int(os.environ.get("SVG_NB_SAMPLES", 50))  # futures per video
 device = "cuda" if torch.cuda.is_available() else "cpu"
 
-LP = path("SVG_CHECKPOINT", "runs/svg-lp/checkpoint.pt")
-FP = path("SVG_CHECKPOINT_FP", "runs/svg-fp/checkpoint.pt")
-DET = path("SVG_CHECKPOINT_DET", "runs/det/checkpoint.pt")
+LP = checkpoint("SVG_CHECKPOINT", "smmnist-1digit-svg-lp")
+FP = checkpoint("SVG_CHECKPOINT_FP", "smmnist-1digit-svg-fp")
+DET = checkpoint("SVG_CHECKPOINT_DET", "smmnist-1digit-det")
 lp_config, lp, lp_guide, lp_step = load_model(LP, device)
 fp_config, fp, fp_guide, fp_step = load_model(FP, device)
 n_past = lp_config.n_past

@@ -183,3 +183,20 @@ def load_model(path, device: str | torch.device = "cpu"):
         guide.to(device).eval()
     svg.to(device).eval()
     return config, svg, guide, state["step"]
+
+
+def sample_fingerprint(path) -> list[float]:
+    """The mean of every predicted frame of 2 futures (5 steps) of the first 2 test videos, drawn on
+    the CPU under seed 0 with BatchNorm's running statistics: checkpoints/manifest.json records it
+    for each shipped model and tests/test_shipped.py compares, so that a change to the networks,
+    the sampler or the file shows."""
+    from svg_pyro.datasets import make_datasets
+    from svg_pyro.sampling import generate
+
+    config, svg, guide, _ = load_model(path)
+    test = make_datasets(config)[1]
+    videos = torch.stack([test[i] for i in range(2)])
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        frames = generate(svg, guide, videos, config.n_past, config.n_past + 5, 2)
+    return frames[:, :, config.n_past:].mean(dim=(-3, -2, -1)).flatten().tolist()

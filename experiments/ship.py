@@ -1,0 +1,89 @@
+"""The trained models in checkpoints/: the command that trains each, and how they get there.
+
+    python experiments/ship.py train [NAME ...]   # trains the models (all by default) into runs/ship/NAME
+    python experiments/ship.py export             # their fp16 weights into checkpoints/NAME.pt, and
+                                                  # checkpoints/manifest.json
+
+Each model is trained by ``OMP_NUM_THREADS=1 python svi_train.py FLAGS --out runs/ship/NAME`` with its
+flags below; ``train`` runs them one after the other (the shipped ones ran three at a time, one thread
+each, on the project's 2-core machine, at commit COMMIT). The thread count is part of the command:
+the CPU kernels' sums run in another order with two threads, and the weights then differ in the last
+bits. ``export`` records for each model the command, the commit, its steps and training time, its
+last motion-probe scores, and ``svg_pyro.checkpoint.sample_fingerprint`` (checked by
+tests/test_shipped.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMIT = "50da004"  # the code the shipped models were trained with
+RUNS = ROOT / "runs" / "ship"
+COMMON = ["--steps", "7000", "--sample-every", "250", "--checkpoint-every", "500"]
+ONE_DIGIT = ["--preset", "smmnist-1digit-cpu", "--batch-size", "8"]  # 1 digit, non-uniform velocities
+TWO_DIGITS = ["--preset", "smmnist-cpu", "--batch-size", "8"]  # the paper's SM-MNIST: 2 digits
+MODELS = {
+    "smmnist-1digit-svg-lp": ONE_DIGIT,
+    "smmnist-1digit-svg-fp": ONE_DIGIT + ["--model", "svg-fp"],
+    "smmnist-1digit-det": ONE_DIGIT + ["--model", "det"],
+    "smmnist-2digit-svg-lp": TWO_DIGITS,
+    "smmnist-2digit-det": TWO_DIGITS + ["--model", "det"],
+}
+PROBED = ("certain_displacement_error", "position_error_best", "position_error_mean")
+
+
+def command(name: str) -> list[str]:
+    return ["python", "svi_train.py", *MODELS[name], *COMMON, "--out", f"runs/ship/{name}"]
+
+
+def train(names) -> None:
+    unknown = set(names) - set(MODELS)
+    if unknown:
+        raise SystemExit(f"error: unknown model {', '.join(sorted(unknown))}; choose from {', '.join(MODELS)}")
+    for name in names or MODELS:
+        print("OMP_NUM_THREADS=1", " ".join(command(name)), flush=True)
+        subprocess.run([sys.executable, *command(name)[1:], "--no-progress"], cwd=ROOT, check=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def export() -> None:
+    from svg_pyro.checkpoint import SHIPPED, export_weights, sample_fingerprint
+
+    manifest = {}
+    for name in MODELS:
+        run = RUNS / name
+        if not (run / "checkpoint.pt").exists():
+            print(f"{name}: not trained (python experiments/ship.py train {name})")
+            continue
+        weights = export_weights(run / "checkpoint.pt", SHIPPED / f"{name}.pt", half=True)
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        probed = [r for r in rows if r.get("certain_displacement_error") is not None][-3:]
+        manifest[name] = {
+            "command": "OMP_NUM_THREADS=1 " + " ".join(command(name)),
+            "commit": COMMIT,
+            "steps": weights["step"],
+            "training_minutes": round(sum(r["seconds"] for r in rows) / 60, 1),
+            "probe_minutes": round(sum(r.get("probe_seconds") or 0 for r in rows) / 60, 1),
+            "last_3_probes_mean": {k: round(sum(r[k] for r in probed) / len(probed), 3) for k in PROBED},
+            "fingerprint": [round(v, 6) for v in sample_fingerprint(SHIPPED / f"{name}.pt")],
+        }
+        print(f"{name}: step {weights['step']}, {(SHIPPED / f'{name}.pt').stat().st_size / 2**20:.1f} MiB")
+    (SHIPPED / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="action", required=True)
+    sub.add_parser("train").add_argument("names", nargs="*", metavar="NAME", help=", ".join(MODELS))
+    sub.add_parser("export")
+    args = p.parse_args()
+    train(args.names) if args.action == "train" else export()
+
+
+if __name__ == "__main__":
+    main()
