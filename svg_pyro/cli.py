@@ -166,11 +166,14 @@ def _evaluate_options(p: argparse.ArgumentParser) -> None:
                    help="also report best-of-N averaged over these frame indices (e.g. 10 20)")
     p.add_argument("--data-root", help="prepared KTH/BAIR store, if it moved since training")
     p.add_argument("--mnist-root", help="MNIST IDX files, if they moved since training")
+    p.add_argument("--bound-particles", type=int, nargs="+", default=[], metavar="K",
+                   help="also the held-out ELBO and importance-weighted bounds on log p(x) with K latent "
+                        "paths each (e.g. 1 10 100; nats per frame; svg_pyro.bounds)")
     _progress_option(p)
 
 
 def _evaluate(args) -> int:
-    from svg_pyro.evaluate import evaluate, markdown_table
+    from svg_pyro.evaluate import bounds_table, evaluate, markdown_table
 
     if args.out is None:
         given = Path(args.checkpoint)
@@ -180,8 +183,10 @@ def _evaluate(args) -> int:
                        prior_checkpoint=args.prior_checkpoint, det_checkpoint=args.det_checkpoint,
                        device=args.device, bn=args.bn, max_batch=args.batch, seed=args.seed,
                        data_root=args.data_root, mnist_root=args.mnist_root,
-                       window=None if args.window is None else tuple(args.window), progress=_progress(args))
+                       window=None if args.window is None else tuple(args.window),
+                       bound_particles=tuple(args.bound_particles), progress=_progress(args))
     print(markdown_table(metrics), end="")
+    print(bounds_table(metrics), end="")
     print(f"written: {Path(args.out) / 'metrics.json'}")
     return 0
 

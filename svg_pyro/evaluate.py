@@ -308,7 +308,7 @@ def write_outputs(out, metrics: dict, shown: list[Shown]) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    (out / "table.md").write_text(markdown_table(metrics))
+    (out / "table.md").write_text(markdown_table(metrics) + ("\n" + bounds_table(metrics) if bounds_table(metrics) else ""))
     from svg_pyro.eval_plots import plot_per_step, save_shown
 
     p = metrics["protocol"]
@@ -322,9 +322,16 @@ def evaluate(checkpoint, out, *, samples: int = 100, videos: int = 256, n_past: 
              det_checkpoint=None, device: str = "auto", bn: str = "eval",
              max_batch: int = DEFAULT_MAX_BATCH, seed: int = 0, data_root: str | None = None,
              mnist_root: str | None = None, window: tuple[int, int] | None = None,
-             progress: bool = True) -> dict:
+             bound_particles: tuple[int, ...] = (), progress: bool = True) -> dict:
     """Run the protocol (module doc) and write its outputs to ``out``; returns metrics.json's dict.
-    ``window`` = (first, last) frame index: also summarise each video's scores over those frames."""
+    ``window`` = (first, last) frame index: also summarise each video's scores over those frames.
+    ``bound_particles`` = (K, ...): also the held-out ELBO and the importance-weighted bounds with
+    these K (``svg_pyro.bounds``) of the model and the deterministic baseline, under "bound"."""
+    if bound_particles and (prior != "learned" or prior_checkpoint is not None):
+        raise ValueError("--bound-particles scores a model under its own prior; drop --prior fixed / "
+                         "--prior-checkpoint, or --bound-particles")
+    if any(k < 1 for k in bound_particles):
+        raise ValueError(f"--bound-particles must be at least 1, not {min(bound_particles)}")
     ev = load_evaluation(checkpoint, samples=samples, videos=videos, n_past=n_past, horizon=horizon,
                          prior=prior, prior_checkpoint=prior_checkpoint, device=device, bn=bn,
                          max_batch=max_batch, data_root=data_root, mnist_root=mnist_root, window=window)
@@ -333,10 +340,37 @@ def evaluate(checkpoint, out, *, samples: int = 100, videos: int = 256, n_past: 
     started = time.perf_counter()
     scores, labels, shown = score_all(ev, det_checkpoint, progress)
     results = summarize_results(scores, labels, ev.window_steps)
+    if bound_particles:
+        from svg_pyro.bounds import heldout_bounds
+
+        common = dict(test_set=ev.test_set, videos=ev.videos, n_past=ev.n_past, particles=tuple(bound_particles),
+                      max_batch=ev.max_batch, progress=progress)
+        results["svg"]["bound"] = heldout_bounds(ev.svg, ev.guide, desc=f"bounds {ev.label}", **common)
+        if det_checkpoint is not None:
+            _, det, det_guide, _ = _load(det_checkpoint, ev.device, "--det-checkpoint")
+            results["deterministic"]["bound"] = heldout_bounds(det, det_guide, desc="bounds det", **common)
     metrics = build_metrics(ev, results, seed=seed, det_checkpoint=det_checkpoint,
                             seconds=time.perf_counter() - started)
     write_outputs(out, metrics, shown)
     return metrics
+
+
+def bounds_table(metrics: dict) -> str:
+    """The held-out bounds of metrics.json (where asked for) in Markdown: nats per predicted frame."""
+    bounded = {r["label"]: r["bound"] for r in metrics["results"].values() if "bound" in r}
+    if not bounded:
+        return ""
+    first = next(iter(bounded.values()))
+    ks = list(first["iwae"])
+    lines = [f"Held-out bounds on log p(x_2..x_T | x_1), nats per frame ({first['frames']} frames, "
+             f"{first['videos']} videos; mean +- 95% interval)", "",
+             "| model | ELBO | " + " | ".join(f"IWAE K={k}" for k in ks) + " |",
+             "| --- | --- |" + " --- |" * len(ks)]
+    for label, b in bounded.items():
+        cells = [b["elbo"]] + [b["iwae"][k] for k in ks]
+        lines.append(f"| {label} | " + " | ".join(f"{c['per_frame']:.2f} +- {c['ci95_per_frame']:.2f}"
+                                                   for c in cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown_table(metrics: dict) -> str:

@@ -309,3 +309,35 @@ def test_cli_fixed_prior_and_errors(checkpoints, tmp_path, capsys):
     assert run_subcommand("evaluate", ["--checkpoint", checkpoints["svg-lp"], "--out", str(blocked), "--samples", "1", "--videos", "2",
                  "--horizon", "1", "--no-progress"]) == 2
     assert capsys.readouterr().err.startswith("error: cannot write")
+
+
+def test_cli_bounds_of_the_model_and_the_baseline(checkpoints, tmp_path, capsys):
+    """--bound-particles: the bounds of both models in metrics.json and the table; the baseline's
+    ELBO and IWAE are its exact log-likelihood, the model's IWAE sits above its ELBO on average."""
+    from svg_pyro.bounds import video_bounds
+    from svg_pyro.checkpoint import load_model
+    from svg_pyro.datasets import make_datasets
+
+    out = tmp_path / "eval"
+    assert run_subcommand("evaluate", ["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--samples", "2",
+                                       "--videos", "3", "--horizon", "3", "--det-checkpoint", checkpoints["det"],
+                                       "--bound-particles", "1", "20", "--no-progress"]) == 0
+    assert "Held-out bounds on log p(x_2..x_T | x_1)" in capsys.readouterr().out
+    results = json.loads((out / "metrics.json").read_text())["results"]
+    lp, det = results["svg"]["bound"], results["deterministic"]["bound"]
+    assert lp["frames"] == det["frames"] == 2 + 3 - 1 and lp["videos"] == 3
+    assert set(lp["iwae"]) == {"1", "20"} and len(lp["per_step_elbo"]) == 4
+    assert lp["elbo"]["per_frame"] == pytest.approx(lp["elbo"]["per_video"] / 4)
+    assert sum(lp["per_step_elbo"]) == pytest.approx(lp["elbo"]["per_video"], rel=1e-6)
+    assert lp["iwae"]["20"]["per_video"] > lp["elbo"]["per_video"]
+    # the deterministic model: every bound is the same number, its log-likelihood of the 3 videos
+    _, det_svg, det_guide, _ = load_model(checkpoints["det"])
+    config = preset("tiny")
+    test = make_datasets(config, split_lengths=(config.frames_per_video, config.n_past + 3))[1]
+    exact = video_bounds(det_svg, det_guide, torch.stack([test[i] for i in range(3)]), config.n_past, (1,))["elbo"]
+    for value in (det["elbo"], det["iwae"]["1"], det["iwae"]["20"]):
+        assert value["per_video"] == pytest.approx(exact.mean(), rel=1e-6)
+    assert "IWAE K=20" in (out / "table.md").read_text()
+    assert run_subcommand("evaluate", ["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--prior", "fixed",
+                                       "--bound-particles", "5", "--no-progress"]) == 2
+    assert "own prior" in capsys.readouterr().err
