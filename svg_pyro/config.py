@@ -149,7 +149,7 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(width=8, g_dim=16, z_dim=4, rnn_size=32, predictor_layers=1, batch_size=4,
                  n_past=2, n_future=3, steps=20, lr=2e-3, log_every=1, checkpoint_every=10,
                  sample_every=10, probe_videos=2),
-    # The README's default: recognisable SM-MNIST predictions in under 20 minutes on 2 CPU cores.
+    # The README's default: SM-MNIST predictions in 15 to 36 minutes on 2 CPU cores (machines differ).
     "smmnist-cpu": dict(width=16, g_dim=64, z_dim=10, rnn_size=128, batch_size=16,
                         n_past=5, n_future=5, steps=3000, lr=2e-3, log_every=10,
                         checkpoint_every=250, sample_every=500),

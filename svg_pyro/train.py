@@ -210,7 +210,19 @@ def _train(config: Config, out: Path, resume: bool, progress: bool, world: World
 
     def read_start():
         nonlocal lock
+        created = not out.exists()
         lock = _lock_run_dir(out)
+        try:
+            return check_start()
+        except Exception:  # a refused start leaves no lock, and no folder it made, behind
+            (out / ".lock").unlink(missing_ok=True)
+            lock.close()
+            lock = None
+            if created and not any(out.iterdir()):
+                out.rmdir()
+            raise
+
+    def check_start():
         if config.batch_size < world.size:
             raise ValueError(f"--batch-size {config.batch_size} is smaller than the {world.size} processes; "
                              "the batch is split between them, so give each at least one video")

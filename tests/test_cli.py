@@ -79,3 +79,21 @@ def test_the_installed_command_lists_the_subcommands():
     for name in cli.COMMANDS:
         assert name in out
     assert set(cli.COMMANDS) == {"train", "evaluate", "trajectory", "prepare", "kl-curves", "export"}
+
+
+@pytest.mark.parametrize("command", [["train", "--preset", "tiny", "--steps", "1"], ["evaluate", "--checkpoint", "x"]])
+@pytest.mark.parametrize("device", ["bogus", "gpu", "mps"])
+def test_a_device_that_is_not_one_is_a_one_line_error(command, device, tmp_path, capsys):
+    out = ["--out", str(tmp_path / "out")]
+    assert cli.run_subcommand(command[0], command[1:] + out + ["--device", device, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--device {device} is not a device" in err and "auto, cpu or cuda[:N]" in err
+
+
+def test_a_refused_start_leaves_no_lock_or_folder_behind(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.run_subcommand("train", ["--preset", "tiny", "--resume", "--out", str(out), "--no-progress"]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err and not out.exists()
+    out.mkdir()  # a folder the user made stays, without a lock in it
+    assert cli.run_subcommand("train", ["--preset", "tiny", "--resume", "--out", str(out), "--no-progress"]) == 2
+    assert out.is_dir() and list(out.iterdir()) == []
