@@ -19,12 +19,22 @@ def test_readme_has_two_setup_commands_and_ci_runs_the_test_one():
     assert test_cmd in ci  # verbatim, as its own line
 
 
-def test_every_preset_is_documented():
-    from svg_pyro.config import PRESETS
+def test_every_preset_is_documented_with_its_own_sizes():
+    """The README's preset table names every preset, and its sizes, batch, frames and steps are the
+    presets' own (rows naming one preset)."""
+    from svg_pyro.config import PRESETS, preset
 
     readme = (ROOT / "README.md").read_text()
     for name in PRESETS:
         assert f"`{name}`" in readme, name
+    rows = re.findall(r"^\| `([\w-]+)`(?: \(default\))? \|[^|]*\|[^|]*\| (\d+) / (\d+) / (\d+) / (\d+) \| (\d+) "
+                      r"\| (\d+) \+ (\d+) \| (\w+) \|$", readme, flags=re.M)
+    assert {r[0] for r in rows} >= {"tiny", "smmnist-cpu", "smmnist-1digit-cpu", "smmnist"}
+    for name, width, g, z, rnn, batch, past, future, steps in rows:
+        c = preset(name)
+        documented = (width, g, z, rnn, batch, past, future, steps.replace("k", "000"))
+        assert documented == tuple(str(v) for v in (c.width, c.g_dim, c.z_dim, c.rnn_size, c.batch_size, c.n_past,
+                                                    c.n_future, c.steps)), name
 
 
 def test_the_architecture_page_names_only_modules_that_exist():
