@@ -66,3 +66,26 @@ def save_shown(shown, n_past: int, prefix, title: str = "") -> None:
     prefix = Path(prefix)
     save_video_grid(prefix.with_suffix(".png"), rows, labels, n_past, title)
     save_gif(prefix.with_suffix(".gif"), rows)
+
+
+def plot_bounds(metrics: dict, path) -> None:
+    """The held-out ELBO's per-step terms of each bounded model: log p(x_t | ...) - KL_t (left) and
+    the KL (right), nats per frame, against the frame index (frame 1 is the first one scored)."""
+    fig = Figure(figsize=(10, 3.6))
+    axes = fig.subplots(1, 2)
+    for result in metrics["results"].values():
+        bound = result.get("bound")
+        if bound is None:
+            continue
+        frames = range(1, len(bound["per_step_elbo"]) + 1)
+        axes[0].plot(frames, bound["per_step_elbo"], marker=".", label=result["label"])
+        axes[1].plot(frames, bound["per_step_kl"], marker=".", label=result["label"])
+    for ax, name in zip(axes, ("ELBO term: log p(x_t | ...) - KL_t (nats)", "KL_t (nats)")):
+        ax.set_xlabel("frame t")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    p = metrics["protocol"]
+    fig.suptitle(f"held-out ELBO per step, {p['dataset']}, {p['videos']} test videos (all frames observed)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

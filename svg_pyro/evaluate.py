@@ -10,7 +10,8 @@ per step. Baselines: the deterministic model (``--det-checkpoint``) and copying 
 conditioning frame; they make one prediction, so their best and mean coincide.
 
 Writes ``DIR/metrics.json`` (settings under "protocol", per-step arrays and summaries under
-"results"), ``DIR/table.md``, ``DIR/per_step.png``, ``DIR/samples.png`` and ``DIR/samples.gif``.
+"results"), ``DIR/table.md``, ``DIR/per_step.png``, ``DIR/samples.png`` and ``DIR/samples.gif``, and
+with ``--bound-particles`` the held-out bounds (``svg_pyro.bounds``) and ``DIR/bounds.png``.
 See docs/evaluation.md.
 """
 from __future__ import annotations
@@ -309,10 +310,12 @@ def write_outputs(out, metrics: dict, shown: list[Shown]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     (out / "table.md").write_text(markdown_table(metrics) + ("\n" + bounds_table(metrics) if bounds_table(metrics) else ""))
-    from svg_pyro.eval_plots import plot_per_step, save_shown
+    from svg_pyro.eval_plots import plot_bounds, plot_per_step, save_shown
 
     p = metrics["protocol"]
     plot_per_step(metrics, out / "per_step.png")
+    if any("bound" in r for r in metrics["results"].values()):
+        plot_bounds(metrics, out / "bounds.png")
     save_shown(shown, p["n_past"], out / "samples", title=f"{metrics['results']['svg']['label']}, step "
                f"{p['step']}: truth, best-SSIM of {p['samples']} and random samples")
 

@@ -337,7 +337,7 @@ def test_cli_bounds_of_the_model_and_the_baseline(checkpoints, tmp_path, capsys)
     exact = video_bounds(det_svg, det_guide, torch.stack([test[i] for i in range(3)]), config.n_past, (1,))["elbo"]
     for value in (det["elbo"], det["iwae"]["1"], det["iwae"]["20"]):
         assert value["per_video"] == pytest.approx(exact.mean(), rel=1e-6)
-    assert "IWAE K=20" in (out / "table.md").read_text()
+    assert "IWAE K=20" in (out / "table.md").read_text() and (out / "bounds.png").stat().st_size > 1000
     assert run_subcommand("evaluate", ["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--prior", "fixed",
                                        "--bound-particles", "5", "--no-progress"]) == 2
     assert "own prior" in capsys.readouterr().err
