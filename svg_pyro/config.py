@@ -111,7 +111,11 @@ class Config:
             check(value in allowed, f"{name} {value!r} is unknown; choose one of {allowed}")
         check(self.probe_videos >= 0, f"probe_videos must be >= 0, not {self.probe_videos}")
         check(self.workers is None or self.workers >= 0, f"workers must be >= 0, not {self.workers}")
-        check(self.n_past >= 1 and self.n_future >= 1, "n_past and n_future must be at least 1")
+        check(self.n_future >= 1, f"n_future must be at least 1, not {self.n_future}")
+        # one given frame says nothing of the motion, and the sampler draws z from the posterior on the
+        # given steps t = 1..n_past-1: the reference conditions on 2 (BAIR) to 10 (KTH)
+        check(self.n_past >= 2, f"n_past must be at least 2 (the frames generation is conditioned on), "
+                                f"not {self.n_past}")
         for name in ("width", "g_dim", "z_dim", "rnn_size", "batch_size", "steps",
                      "predictor_layers", "posterior_layers", "prior_layers"):
             check(getattr(self, name) >= 1, f"{name} must be a positive integer")

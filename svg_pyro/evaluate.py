@@ -210,8 +210,8 @@ def load_evaluation(checkpoint, *, samples: int = 100, videos: int = 256, n_past
                                      mnist_root=mnist_root or config.mnist_root)
     n_past = config.n_past if n_past is None else n_past
     horizon = DEFAULT_HORIZON[config.dataset] if horizon is None else horizon
-    if n_past < 1 or horizon < 1:
-        raise ValueError(f"--n-past ({n_past}) and --horizon ({horizon}) must be at least 1")
+    if n_past < 2 or horizon < 1:
+        raise ValueError(f"--n-past ({n_past}) must be at least 2 and --horizon ({horizon}) at least 1")
     n_frames = n_past + horizon
     if window is not None and not n_past <= window[0] <= window[1] < n_frames:
         raise ValueError(f"--window {window[0]} {window[1]} must lie within the predicted frames "

@@ -66,7 +66,7 @@ def test_a_tiny_svgs_bounds_meet_its_likelihood_integrated_over_the_latent(tiny_
     """One latent step (z_dim 1, 2 frames): log p(x_2 | x_1) = log of the integral of
     p(x_2 | x_1, z) p(z | x_1) over z, by the trapezoid rule (float64)."""
     torch.manual_seed(0)
-    config = preset("tiny", z_dim=1, n_past=1, n_future=1)
+    config = preset("tiny", z_dim=1, n_future=1)  # scored below on 2-frame videos with n_past 1
     svg, guide = build_model(config)
     svg.double().eval(), guide.double().eval()
     video = make_datasets(config)[1][0][None, :2].double()

@@ -97,3 +97,11 @@ def test_a_refused_start_leaves_no_lock_or_folder_behind(tmp_path, capsys):
     out.mkdir()  # a folder the user made stays, without a lock in it
     assert cli.run_subcommand("train", ["--preset", "tiny", "--resume", "--out", str(out), "--no-progress"]) == 2
     assert out.is_dir() and list(out.iterdir()) == []
+
+
+def test_one_conditioning_frame_is_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.run_subcommand("train", ["--preset", "tiny", "--n-past", "1", "--out", str(out), "--no-progress"]) == 2
+    assert capsys.readouterr().err == "error: invalid configuration: n_past must be at least 2 (the frames generation " \
+                                      "is conditioned on), not 1\n"
+    assert not out.exists()
