@@ -139,10 +139,10 @@ echo "trained to step $last; median $per_step s per step (probe and checkpoints 
 if ((last > 0)); then
     # the run resumes from its checkpoint for a few more steps
     step "resume" 60 $PY "${TRAIN[@]}" --steps $((last + 20)) --resume
-    step "evaluation ($VIDEOS videos x $SAMPLES samples)" 90 $PY -m svg_pyro.cli evaluate \
+    step "evaluation ($VIDEOS videos x $SAMPLES samples)" 90 $PY -m svg_pyro evaluate \
         --checkpoint "$RUN/checkpoint.pt" --videos "$VIDEOS" --samples "$SAMPLES" --device "$DEVICE" \
         --out "$WORK/evaluate" --no-progress ${HORIZON:+--horizon "$HORIZON"}
-    step "export fp16 weights" 60 $PY -m svg_pyro.cli export "$RUN/checkpoint.pt" "$WORK/weights.pt" --half
+    step "export fp16 weights" 60 $PY -m svg_pyro export "$RUN/checkpoint.pt" "$WORK/weights.pt" --half
     split -b "$PART" -d "$WORK/weights.pt" "$DEST/weights.pt.part-"
     cp "$RUN/metrics.jsonl" "$DEST/metrics.jsonl"
     cp "$WORK/evaluate/metrics.json" "$DEST/evaluation.json" 2>/dev/null

@@ -4,7 +4,7 @@ the same format, so its KL curve can be laid over the Pyro run's:
 
     python experiments/reference_training.py --out runs/ablation/reference-step-s0 --steps 600
     python svi_train.py --out runs/ablation/meanfield-second-last-s0 --skip-frame second-last --steps 800
-    python -m svg_pyro.kl_curves runs/ablation/reference-step-s0 runs/ablation/meanfield-second-last-s0 --until 600 --out kl.png
+    svg-pyro kl-curves runs/ablation/reference-step-s0 runs/ablation/meanfield-second-last-s0 --until 600 --out kl.png
 
 Same optimizer (Adam, betas 0.9/0.999, the preset's lr) on the reference loss, whose scale is
 the ELBO's times beta / batch: Adam is invariant to that scale up to its eps.

@@ -103,7 +103,7 @@ print("z:", tuple(look["z"].shape), "(samples, videos, steps 1..T-1, z_dim)")
 # %% [markdown]
 # ## Measure: the evaluation protocol
 #
-# `evaluate` is what `python -m svg_pyro.evaluate` runs (docs/evaluation.md): per-step SSIM and
+# `evaluate` is what `svg-pyro evaluate` runs (docs/evaluation.md): per-step SSIM and
 # PSNR of every sample; per metric the best sample of each video (by its average over the predicted
 # frames) and the mean over samples; mean and 95% interval over videos; the deterministic model
 # (when its checkpoint exists) and copying the last given frame as baselines.

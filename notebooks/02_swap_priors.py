@@ -110,7 +110,7 @@ print("generated means:", tuple(samples.shape), "(samples, videos, steps 1..T-1,
 # %% [markdown]
 # ## Measured: trained priors and swapped priors
 #
-# Each configuration is evaluated with the protocol of `python -m svg_pyro.evaluate` (best of N
+# Each configuration is evaluated with the protocol of `svg-pyro evaluate` (best of N
 # and mean of N, per-step SSIM and PSNR, 95% intervals over videos). Baselines (deterministic model,
 # copy of the last frame) come with the first run.
 

@@ -34,7 +34,7 @@
 #
 # `SVG_TRAJECTORY_SAMPLES` (default 100), `SVG_TRAJECTORY_DIGITS` (default 10) and
 # `SVG_TRAJECTORY_OUT` (default `runs/trajectory`) set the size of the study and where it is written.
-# The same study runs from the command line: `python -m svg_pyro.trajectory --help`.
+# The same study runs from the command line: `svg-pyro trajectory --help`.
 
 # %%
 import os

@@ -3,7 +3,7 @@
 Each subcommand declares its options here and calls a library function; ``run`` holds the one rule
 that turns an expected failure into a one-line error and an exit code. The training options are made
 from the fields of ``Config``, so every setting has a flag and its help is the field's own.
-``python svi_train.py`` and ``python -m svg_pyro.<module>`` run the same subcommands.
+``python svi_train.py`` runs its train subcommand; ``python -m svg_pyro`` is ``svg-pyro``.
 """
 from __future__ import annotations
 
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_subcommand(name: str, argv: list[str] | None = None, prog: str | None = None) -> int:
-    """One subcommand on its own: what ``python svi_train.py`` and ``python -m svg_pyro.X`` run."""
+    """One subcommand on its own: what ``python svi_train.py`` runs."""
     command = COMMANDS[name]
     p = _subcommand_parser(argparse.ArgumentParser(prog=prog or f"svg-pyro {name}"), command)
     return run(command, p.parse_args(argv))

@@ -1,4 +1,4 @@
-"""Evaluation protocol: ``python -m svg_pyro.evaluate --checkpoint PATH --out DIR``.
+"""Evaluation protocol: ``svg-pyro evaluate --checkpoint PATH --out DIR``.
 
 For each test video: condition on ``n_past`` frames, draw N futures of ``horizon`` frames, and score
 every predicted frame against the truth with SSIM and PSNR (``svg_pyro.metrics``). Per metric, the
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -402,8 +401,3 @@ def markdown_table(metrics: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 # command line
 
-
-if __name__ == "__main__":
-    from svg_pyro.cli import run_subcommand
-
-    sys.exit(run_subcommand("evaluate", prog="python -m svg_pyro.evaluate"))

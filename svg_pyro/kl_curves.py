@@ -1,6 +1,6 @@
 """How much the latent carries and how well the digits move: curves from runs' metrics.jsonl.
 
-    python -m svg_pyro.kl_curves runs/svg-lp runs/other --out kl.png [--labels A B] [--smooth 10]
+    svg-pyro kl-curves runs/svg-lp runs/other --out kl.png [--labels A B] [--smooth 10]
         [--until STEP] [--x minutes]
 
 Top left: KL(q || p) per transition (nats, mean over the T-1 steps and the videos) against the
@@ -13,7 +13,6 @@ certain, and the position error of the best and the mean sample, each beside cop
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -124,8 +123,3 @@ def compare_runs(run_dirs, out, labels=None, smooth: int = 10, until: int | None
     plot_kl_curves(runs, out, smooth, title, x)
     return runs
 
-
-if __name__ == "__main__":
-    from svg_pyro.cli import run_subcommand
-
-    sys.exit(run_subcommand("kl-curves", prog="python -m svg_pyro.kl_curves"))

@@ -1,7 +1,7 @@
 """Convert the published KTH and BAIR files into video stores (see ``svg_pyro.video_store``).
 
-    python -m svg_pyro.prepare kth  --src DIR --out DIR [--size 64|128]
-    python -m svg_pyro.prepare bair --src DIR --out DIR
+    svg-pyro prepare kth  --src DIR --out DIR [--size 64|128]
+    svg-pyro prepare bair --src DIR --out DIR
 
 KTH: every ``personNN_ACTION_dN_uncomp.avi`` under --src (any depth) is decoded with PyAV (whose
 wheel ships FFmpeg), converted to grayscale and resized (squashed, area averaging) from 160x120 to
@@ -22,7 +22,6 @@ import gzip
 import zlib
 import re
 import struct
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -324,8 +323,3 @@ def prepare_bair(src, out) -> Summary:
 
 # ---------------------------------------------------------------------------------------------
 
-
-if __name__ == "__main__":
-    from svg_pyro.cli import run_subcommand
-
-    sys.exit(run_subcommand("prepare", prog="python -m svg_pyro.prepare"))

@@ -1,6 +1,6 @@
 """Does the model learn where a digit goes after it hits a wall? (supplement, Fig. 3 and Fig. 4)
 
-``python -m svg_pyro.trajectory --checkpoint RUN/checkpoint.pt --out DIR`` conditions 1-digit
+``svg-pyro trajectory --checkpoint RUN/checkpoint.pt --out DIR`` conditions 1-digit
 Stochastic Moving MNIST models on the first ``n_past`` frames of seeded trajectories, each rendered
 with several digits, and compares the per-step distribution of the digit's displacement (dx, dy) in
 the generated frames with the exact one implied by the generator's rules
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -422,8 +421,3 @@ def run_studies(checkpoint, out, fp_checkpoint=None, det_checkpoint=None, sample
     (out / "distances.md").write_text(distances_table(study))
     return study
 
-
-if __name__ == "__main__":
-    from svg_pyro.cli import run_subcommand
-
-    sys.exit(run_subcommand("trajectory", prog="python -m svg_pyro.trajectory"))

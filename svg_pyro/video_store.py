@@ -1,6 +1,6 @@
 """Prepared KTH and BAIR videos: the on-disk store, its writer, and the datasets read from it.
 
-A store is one directory written by ``python -m svg_pyro.prepare``::
+A store is one directory written by ``svg-pyro prepare``::
 
     store.json   the manifest: format version, dataset, frame shape (C, H, W), the number of
                  frames committed to each split file, and per prepared source file the videos it
@@ -46,8 +46,8 @@ KTH_TEST_CLIP_FRAMES = 40
 KTH_TEST_SEED = 0
 
 PREPARE_HINT = {
-    "kth": "python -m svg_pyro.prepare kth --src KTH_AVI_DIR --out STORE_DIR",
-    "bair": "python -m svg_pyro.prepare bair --src BAIR_DIR --out STORE_DIR",
+    "kth": "svg-pyro prepare kth --src KTH_AVI_DIR --out STORE_DIR",
+    "bair": "svg-pyro prepare bair --src BAIR_DIR --out STORE_DIR",
 }
 
 
@@ -65,7 +65,7 @@ def split_path(root: Path, split: str) -> Path:
 
 def read_manifest(root, dataset: str) -> dict:
     """The manifest of the ``dataset`` store at ``root``, checked against its split files."""
-    hint = PREPARE_HINT.get(dataset, "python -m svg_pyro.prepare kth|bair --src DIR --out DIR")
+    hint = PREPARE_HINT.get(dataset, "svg-pyro prepare kth|bair --src DIR --out DIR")
     if root is None:
         raise StoreError(f"no data_root is set for the {dataset} dataset; prepare the videos once with "
                          f"`{hint}` and pass that STORE_DIR as --data-root (Config.data_root)")

@@ -2,6 +2,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -47,3 +49,38 @@ def test_the_architecture_page_names_only_modules_that_exist():
     for path in (ROOT / "svg_pyro").glob("*.py"):  # and every module of the package has its place
         if not path.name.startswith("_"):
             assert path.name in named, f"docs/architecture.md does not say where {path.name} fits"
+
+
+def _documented_commands(text):
+    """(line, argv) of every `svg-pyro ...` and `python svi_train.py ...` in the text's code blocks,
+    continuation lines joined, chains (&&, ;, |) split, leading VAR=value assignments dropped."""
+    import shlex
+
+    for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", text, flags=re.S):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            for part in re.split(r"&&|;|\|", line.split(" #")[0]):
+                try:
+                    words = shlex.split(part)
+                except ValueError:  # prose in a block (an apostrophe): not a command
+                    continue
+                while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
+                    words = words[1:]
+                if words[:1] == ["svg-pyro"]:
+                    yield part.strip(), words[1:]
+                elif words[:2] == ["python", "svi_train.py"]:
+                    yield part.strip(), ["train", *words[2:]]
+
+
+def test_every_documented_command_line_parses(capsys):
+    from svg_pyro.cli import parser
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "checkpoints" / "README.md"]
+    commands = [c for page in pages if page.exists() for c in _documented_commands(page.read_text())]
+    assert len(commands) > 30
+    for line, argv in commands:
+        if "--help" in argv:
+            continue
+        try:
+            parser().parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"a documented command does not parse: {line}\n{capsys.readouterr().err}")

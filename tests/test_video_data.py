@@ -225,7 +225,7 @@ def test_missing_and_mismatched_inputs_give_clear_errors(kth, tmp_path, capsys):
     assert err.startswith("error: cannot write") and err.count("\n") == 1
 
     for root in (None, tmp_path / "missing", tmp_path / "empty"):
-        with pytest.raises(ValueError, match=r"python -m svg_pyro\.prepare kth"):
+        with pytest.raises(ValueError, match=r"svg-pyro prepare kth"):
             make_datasets(kth_config(root))
     with pytest.raises(ValueError, match="holds a kth store"):
         make_datasets(preset("bair-cpu", data_root=str(store)))
@@ -324,7 +324,7 @@ def bair(tmp_path_factory):
             videos.update({f"{split}/{stem}/{k:04d}": v for k, v in enumerate(clips)})
     out = tmp_path_factory.mktemp("bair_store") / "store"
     # once through the command line, as a user runs it
-    done = subprocess.run([sys.executable, "-m", "svg_pyro.prepare", "bair", "--src", str(base),
+    done = subprocess.run([sys.executable, "-m", "svg_pyro", "prepare", "bair", "--src", str(base),
                            "--out", str(out)], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "3 files prepared" in done.stdout
