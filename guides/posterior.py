@@ -22,7 +22,11 @@ class RecurrentPosterior(nn.Module):
         super().__init__()
         self.net = GaussianLSTM(svg.g_dim, svg.z_dim, rnn_size, layers)
         self.encode = svg.encode  # a bound method, not a submodule: no duplicated parameters
-        self.kl_weight = svg.kl_weight
+
+    @property
+    def kl_weight(self) -> float:
+        """The model's KL weight (its one source): the z sites of model and guide are scaled alike."""
+        return self.encode.__self__.kl_weight
 
     def forward(self, videos, n_past: int, n_frames: int | None = None):
         pyro.module("posterior", self)
