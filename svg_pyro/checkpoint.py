@@ -12,13 +12,12 @@ stopped. The optimizer state is stored per parameter under Pyro's parameter name
 """
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from svg_pyro.atomic import atomic_path
 from svg_pyro.config import ARCHITECTURE_FIELDS, Config
 
 FORMAT = "svg-pyro-checkpoint/1"
@@ -28,30 +27,6 @@ SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"  # trained models 
 
 class CheckpointError(RuntimeError):
     pass
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """A temporary path beside ``path`` to write to; renamed over ``path`` when the block ends
-    without error (after an fsync), removed when it fails. A crash leaves the old file intact."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a directory
 
 
 def atomic_torch_save(obj, path: Path) -> None:

@@ -7,7 +7,7 @@ import imageio.v2 as imageio
 import numpy as np
 import torch
 
-from svg_pyro.checkpoint import atomic_path
+from svg_pyro.atomic import atomic_path
 
 PAD = 2
 GREEN = np.array([40, 160, 40], np.uint8)

@@ -26,7 +26,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from svg_pyro.build import build_model
-from svg_pyro.checkpoint import (WEIGHTS_FORMAT, CheckpointError, atomic_path, check_compatible, load_checkpoint,
+from svg_pyro.atomic import atomic_path
+from svg_pyro.checkpoint import (WEIGHTS_FORMAT, CheckpointError, check_compatible, load_checkpoint,
                                  load_optimizer_state_by_name, optimizer_state_by_name, rng_state,
                                  save_checkpoint, set_rng_state, trained_parameters)
 from svg_pyro.config import Config

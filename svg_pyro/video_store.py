@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from svg_pyro.checkpoint import atomic_path
+from svg_pyro.atomic import atomic_path
 
 MANIFEST = "store.json"
 FORMAT = "svg-pyro-video-store"

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from svg_pyro.checkpoint import atomic_path, load_checkpoint
+from svg_pyro.atomic import atomic_path
+from svg_pyro.checkpoint import load_checkpoint
 from svg_pyro.config import preset
 from svg_pyro.cli import run_subcommand
 from svg_pyro.train import train
