@@ -46,8 +46,10 @@ import torch
 from IPython.display import Image, Markdown, display
 
 from svg_pyro import arviz_data
+from svg_pyro.bounds import heldout_kl
 from svg_pyro.checkpoint import load_model, resolve_checkpoint
 from svg_pyro.datasets import make_datasets
+from svg_pyro.eval_plots import plot_kl_steps
 from svg_pyro.evaluate import DEFAULT_HORIZON, evaluate, markdown_table
 from svg_pyro.plots import video_mosaic
 from svg_pyro.sampling import predict
@@ -154,10 +156,10 @@ for stat in arviz_data.STATISTICS:
 
 # %%
 kl_videos = videos[: min(VIDEOS, 64)]
-kls = {"vs its own prior": arviz_data.kl_per_step(svg, guide, kl_videos, n_past)}
+kls = {"vs its own prior": heldout_kl(svg, guide, kl_videos, n_past)}
 if svg.z_dim:
-    kls["vs N(0, I)"] = arviz_data.kl_per_step(svg, guide, kl_videos, n_past, prior="fixed")
-arviz_data.plot_kl_per_step(kls)
+    kls["vs N(0, I)"] = heldout_kl(svg, guide, kl_videos, n_past, prior="fixed")
+plot_kl_steps(kls)
 plt.title(f"{config.model}: KL per step, {len(kl_videos)} test videos", fontsize=9)
 plt.show()
 {k: np.round(v, 3).tolist() for k, v in kls.items()}

@@ -49,8 +49,10 @@ from pyro import poutine
 from pyro.infer import Predictive
 
 from svg_pyro import arviz_data
+from svg_pyro.bounds import heldout_kl
 from svg_pyro.checkpoint import load_model, resolve_checkpoint
 from svg_pyro.datasets import make_datasets
+from svg_pyro.eval_plots import plot_kl_steps
 from svg_pyro.evaluate import DEFAULT_HORIZON, evaluate, markdown_table
 from svg_pyro.eval_plots import plot_per_step
 from svg_pyro.models.priors import fixed_prior, learned_prior_of, swap_prior
@@ -169,11 +171,11 @@ plt.show()
 # %%
 kl_videos = videos[: min(VIDEOS, 64)]
 kls = {
-    "SVG-LP vs its learned prior": arviz_data.kl_per_step(lp, lp_guide, kl_videos, n_past),
-    "SVG-LP vs N(0, I)": arviz_data.kl_per_step(lp, lp_guide, kl_videos, n_past, prior="fixed"),
-    "SVG-FP vs N(0, I)": arviz_data.kl_per_step(fp, fp_guide, kl_videos, n_past),
+    "SVG-LP vs its learned prior": heldout_kl(lp, lp_guide, kl_videos, n_past),
+    "SVG-LP vs N(0, I)": heldout_kl(lp, lp_guide, kl_videos, n_past, prior="fixed"),
+    "SVG-FP vs N(0, I)": heldout_kl(fp, fp_guide, kl_videos, n_past),
 }
-arviz_data.plot_kl_per_step(kls)
+plot_kl_steps(kls)
 plt.title(f"KL per step, {len(kl_videos)} test videos", fontsize=9)
 plt.show()
 {k: round(float(v.sum()), 3) for k, v in kls.items()}

@@ -21,15 +21,12 @@ import warnings
 
 import numpy as np
 import torch
-from pyro import poutine
 
 with warnings.catch_warnings():  # ArviZ 0.2x announces its 1.0 refactor on import
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
 
-from svg_pyro.models.priors import fixed_prior, swap_prior
-from svg_pyro.objective import loss_terms
-from svg_pyro.sampling import model_device, sample_chunks
+from svg_pyro.sampling import sample_chunks
 
 STATISTICS = ("intensity", "row", "col")
 
@@ -145,35 +142,5 @@ def plot_ppc_coverage(idata: az.InferenceData, stats=STATISTICS, hdi_prob: float
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("frame (generated)")
     ax.set_ylabel(f"observed inside {hdi_prob:.0%} HDI")
-    ax.legend(fontsize=7)
-    return ax
-
-
-@torch.no_grad()
-def kl_per_step(svg, guide, videos: torch.Tensor, n_past: int, prior: str | None = None) -> np.ndarray:
-    """Analytic KL(q(z_t | x_{1:t}) || p(z_t | x_{1:t-1})) in nats per step t = 1..T-1, averaged over
-    ``videos`` (B, T, C, H, W): the guide runs over every frame (as in training) and the model is
-    replayed on its draws (``objective.loss_terms``). ``prior="fixed"`` measures it against N(0, I)
-    instead of the model's own prior (``swap_prior`` from step 1)."""
-    if prior not in (None, "fixed"):
-        raise ValueError(f"prior must be None (the model's own) or 'fixed', not {prior!r}")
-    videos = videos.to(model_device(svg))
-    model = svg.model if prior is None else swap_prior(fixed_prior, from_step=1)(svg.model)
-    with poutine.block():
-        guide_trace = poutine.trace(guide).get_trace(videos, n_past)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(videos, n_past)
-    return np.array(loss_terms(model_trace, guide_trace)["kl_t"])
-
-
-def plot_kl_per_step(kls: dict, ax=None):
-    """Per-step KL curves ``{label: kl_per_step(...)}`` (step t = 1..T-1), in nats."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3))
-    for label, kl in kls.items():
-        ax.plot(np.arange(1, len(kl) + 1), kl, ".-", label=label)
-    ax.set_xlabel("step t")
-    ax.set_ylabel("KL(q || p) per step (nats)")
     ax.legend(fontsize=7)
     return ax

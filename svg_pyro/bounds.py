@@ -27,9 +27,9 @@ from svg_pyro.sites import FRAME, site_step
 DEFAULT_PARTICLES = (1, 10, 100)
 
 
-def _traces(svg, guide, videos, n_past):
+def _traces(model, guide, videos, n_past):
     guide_trace = poutine.trace(guide).get_trace(videos, n_past)
-    model_trace = poutine.trace(poutine.replay(svg.model, trace=guide_trace)).get_trace(videos, n_past)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(videos, n_past)
     return model_trace, guide_trace
 
 
@@ -38,12 +38,13 @@ def _sites(trace):
 
 
 @torch.no_grad()
-def path_terms(svg, guide, videos: torch.Tensor, n_past: int) -> dict:
+def path_terms(svg, guide, videos: torch.Tensor, n_past: int, model=None) -> dict:
     """One draw of the latent path per video. Returns per video (tensors of shape (B,) or (B, T-1)):
     ``log_weight`` = log p(x, z) - log q(z | x) at the draw, ``loglik_t`` = log p(x_t | ...) and
-    ``kl_t`` = the analytic KL of step t (zero for the deterministic model)."""
-    with svg.share_encodings():
-        model_trace, guide_trace = _traces(svg, guide, videos, n_past)
+    ``kl_t`` = the analytic KL of step t (zero for the deterministic model). ``model``: ``svg.model``
+    under an effect handler (a swapped prior), if given."""
+    with svg.share_encodings(), poutine.block():
+        model_trace, guide_trace = _traces(model or svg.model, guide, videos, n_past)
     loglik, kl, log_weight = [], [], 0.0
     for name, site in _sites(model_trace):
         log_p = site["fn"].log_prob(site["value"])  # no KL weight: the model's own density
@@ -57,6 +58,19 @@ def path_terms(svg, guide, videos: torch.Tensor, n_past: int) -> dict:
     loglik = torch.stack(loglik, -1)
     kl = torch.stack(kl, -1) if kl else torch.zeros_like(loglik)
     return {"log_weight": log_weight, "loglik_t": loglik, "kl_t": kl}
+
+
+def heldout_kl(svg, guide, videos: torch.Tensor, n_past: int, prior: str | None = None) -> np.ndarray:
+    """The analytic KL(q(z_t | x_1:t) || p(z_t | x_1:t-1)) per step t = 1..T-1, in nats, averaged over
+    ``videos`` (B, T, C, H, W), all frames observed as in training. ``prior="fixed"``: against
+    N(0, I) instead of the model's own prior (``swap_prior`` from step 1)."""
+    from svg_pyro.models.priors import fixed_prior, swap_prior
+
+    if prior not in (None, "fixed"):
+        raise ValueError(f"prior must be None (the model's own) or 'fixed', not {prior!r}")
+    videos = videos.to(next(svg.parameters()).device)
+    model = None if prior is None else swap_prior(fixed_prior, from_step=1)(svg.model)
+    return path_terms(svg, guide, videos, n_past, model)["kl_t"].mean(0).cpu().numpy()
 
 
 def video_bounds(svg, guide, videos: torch.Tensor, n_past: int, particles=DEFAULT_PARTICLES,

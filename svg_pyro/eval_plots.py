@@ -89,3 +89,19 @@ def plot_bounds(metrics: dict, path) -> None:
     fig.suptitle(f"held-out ELBO per step, {p['dataset']}, {p['videos']} test videos (all frames observed)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def plot_kl_steps(kls: dict, ax=None):
+    """Per-step KL curves ``{label: bounds.heldout_kl(...)}`` (step t = 1..T-1), in nats, on ``ax``
+    (a new pyplot figure, for a notebook, when none is given)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3))
+    for label, kl in kls.items():
+        ax.plot(np.arange(1, len(kl) + 1), kl, ".-", label=label)
+    ax.set_xlabel("step t")
+    ax.set_ylabel("KL(q || p) per step (nats)")
+    ax.legend(fontsize=7)
+    return ax
