@@ -59,3 +59,21 @@ def test_training_refuses_to_resume_from_weights_only(run, tmp_path):
     export_weights(run / "checkpoint.pt", tmp_path / "checkpoint.pt")
     with pytest.raises(CheckpointError, match="holds weights only"):
         train(preset("tiny", num_digits=1, steps=6, probe_videos=0), tmp_path, resume=True, progress=False)
+
+
+def test_every_shipped_model_samples_what_was_recorded_and_says_how_it_was_made():
+    """checkpoints/ holds the trained models (30 MB at most); manifest.json gives each one's command
+    and commit and the sample fingerprint recorded when it shipped (experiments/ship.py export)."""
+    import json
+    import re
+
+    manifest = json.loads((checkpoint.SHIPPED / "manifest.json").read_text())
+    names = checkpoint.shipped_models()
+    assert names and sorted(manifest) == names  # every file has its entry, every entry its file
+    assert sum((checkpoint.SHIPPED / f"{n}.pt").stat().st_size for n in names) <= 30e6
+    for name in names:
+        entry = manifest[name]
+        assert re.fullmatch(rf"OMP_NUM_THREADS=1 python svi_train.py .* --out runs/ship/{name}", entry["command"])
+        assert re.fullmatch(r"[0-9a-f]{7,40}", entry["commit"])
+        assert load_model(name)[3] == entry["steps"]
+        assert checkpoint.sample_fingerprint(name) == pytest.approx(entry["fingerprint"], abs=1e-4), name
