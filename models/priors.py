@@ -10,6 +10,7 @@ import pyro.distributions as dist
 from pyro.poutine.messenger import Messenger
 from torch import nn
 
+from svg_pyro.errors import InvalidInput
 from svg_pyro.networks import GaussianLSTM
 from svg_pyro.sites import FRAME, LATENT, site_step
 
@@ -85,7 +86,7 @@ class SwapPriorMessenger(Messenger):
     def __init__(self, replacement, from_step: int):
         super().__init__()
         if from_step < 1:
-            raise ValueError(f"from_step must be >= 1 (z_1 is the first latent), got {from_step}")
+            raise InvalidInput(f"from_step must be >= 1 (z_1 is the first latent), got {from_step}")
         self.replacement, self.from_step = replacement, from_step
 
     def _pyro_sample(self, msg):
@@ -95,13 +96,13 @@ class SwapPriorMessenger(Messenger):
         fn = msg["fn"]
         new = self.replacement(site[1], fn)
         if new.event_shape != fn.event_shape:
-            raise ValueError(f"the replacement prior of {msg['name']} has event shape {tuple(new.event_shape)} "
+            raise InvalidInput(f"the replacement prior of {msg['name']} has event shape {tuple(new.event_shape)} "
                              f"but the model's has {tuple(fn.event_shape)}: both models need the same z_dim")
         if new.batch_shape != fn.batch_shape:
             try:
                 new = new.expand(fn.batch_shape)
             except (RuntimeError, ValueError) as err:
-                raise ValueError(f"the replacement prior of {msg['name']} has batch shape "
+                raise InvalidInput(f"the replacement prior of {msg['name']} has batch shape "
                                  f"{tuple(new.batch_shape)}, which does not fit the site's "
                                  f"{tuple(fn.batch_shape)}") from err
         msg["fn"] = new
@@ -121,7 +122,7 @@ class LearnedPriorMessenger(SwapPriorMessenger):
 
     def __init__(self, other, videos, from_step: int):
         if getattr(other, "prior", None) is None or isinstance(other.prior, FixedPrior):
-            raise ValueError("learned_prior_of needs an SVG-LP model (a learned prior); for N(0, I) "
+            raise InvalidInput("learned_prior_of needs an SVG-LP model (a learned prior); for N(0, I) "
                              "use swap_prior(fixed_prior, from_step)")
         super().__init__(self._next_prior, from_step)
         self.other, self.videos = other, videos

@@ -22,6 +22,7 @@ from pyro import poutine
 from torch import nn
 
 from svg_pyro.datasets import check_video_shape
+from svg_pyro.errors import InvalidInput
 from svg_pyro.networks import LSTM, Decoder, Encoder, init_weights
 from svg_pyro.sites import frame_site, latent_site
 
@@ -105,7 +106,7 @@ class SVG(nn.Module):
         batch, observed = videos.shape[0], videos.shape[1]
         total = observed if n_frames is None else n_frames
         if not 1 <= n_past <= observed <= total:
-            raise ValueError(f"need 1 <= n_past ({n_past}) <= observed frames ({observed}) "
+            raise InvalidInput(f"need 1 <= n_past ({n_past}) <= observed frames ({observed}) "
                              f"<= n_frames ({total})")
         pyro.module("svg", self)
         h_obs, skips_obs = self.encode(videos)

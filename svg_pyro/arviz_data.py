@@ -26,6 +26,7 @@ with warnings.catch_warnings():  # ArviZ 0.2x announces its 1.0 refactor on impo
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
 
+from svg_pyro.errors import InvalidInput
 from svg_pyro.sampling import sample_chunks
 
 STATISTICS = ("intensity", "row", "col")
@@ -48,7 +49,7 @@ def to_inference_data(prediction: dict, videos: torch.Tensor, n_past: int) -> az
     ``videos`` (B, >=T, C, H, W); see the module doc for the groups and dims."""
     frames = prediction["frames"]
     if videos.shape[0] != frames.shape[1] or videos.shape[1] < frames.shape[2]:
-        raise ValueError(f"videos {tuple(videos.shape)} do not match the prediction's {frames.shape[1]} "
+        raise InvalidInput(f"videos {tuple(videos.shape)} do not match the prediction's {frames.shape[1]} "
                          f"videos of {frames.shape[2]} frames")
     z = prediction.get("z")
     return _inference_data(frame_statistics(frames), None if z is None else z.cpu().numpy(),

@@ -22,6 +22,7 @@ import torch
 from pyro import poutine
 from torch.distributions import kl_divergence
 
+from svg_pyro.errors import InvalidInput
 from svg_pyro.sites import FRAME, site_step
 
 DEFAULT_PARTICLES = (1, 10, 100)
@@ -67,7 +68,7 @@ def heldout_kl(svg, guide, videos: torch.Tensor, n_past: int, prior: str | None 
     from svg_pyro.models.priors import fixed_prior, swap_prior
 
     if prior not in (None, "fixed"):
-        raise ValueError(f"prior must be None (the model's own) or 'fixed', not {prior!r}")
+        raise InvalidInput(f"prior must be None (the model's own) or 'fixed', not {prior!r}")
     videos = videos.to(next(svg.parameters()).device)
     model = None if prior is None else swap_prior(fixed_prior, from_step=1)(svg.model)
     return path_terms(svg, guide, videos, n_past, model)["kl_t"].mean(0).cpu().numpy()

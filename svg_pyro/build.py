@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from svg_pyro.errors import InvalidInput
 from svg_pyro.guides.posterior import RecurrentPosterior, empty_guide
 from svg_pyro.models.svg import SVG
 from svg_pyro.networks import init_weights
@@ -29,8 +30,8 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError:
         device = None
     if device is None or device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name} is not a device this program runs on; use auto, cpu or cuda[:N]")
+        raise InvalidInput(f"--device {name} is not a device this program runs on; use auto, cpu or cuda[:N]")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} was asked for but PyTorch sees no CUDA GPU; "
+        raise InvalidInput(f"--device {name} was asked for but PyTorch sees no CUDA GPU; "
                          "use --device cpu (or auto)")
     return device

@@ -19,13 +19,14 @@ from torch import nn
 
 from svg_pyro.atomic import atomic_path
 from svg_pyro.config import ARCHITECTURE_FIELDS, Config
+from svg_pyro.errors import SvgPyroError
 
 FORMAT = "svg-pyro-checkpoint/1"
 WEIGHTS_FORMAT = "svg-pyro-weights/1"
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"  # trained models in the repository
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SvgPyroError, RuntimeError):
     pass
 
 

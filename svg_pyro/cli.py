@@ -16,6 +16,7 @@ import typing
 from pathlib import Path
 
 from svg_pyro.config import CHOICES, DEFAULT_PRESET, PRESETS, Config, preset
+from svg_pyro.errors import SvgPyroError
 
 EXIT_USAGE = 2  # a problem the user can fix: bad option, missing file, diverged run, ...
 EXIT_PARTIAL = 1  # prepare: some source files failed and were left out
@@ -37,11 +38,8 @@ def _say_error(message: str) -> None:
 
 def run(command: Command, args: argparse.Namespace) -> int:
     """Run a subcommand; expected failures become one line on stderr and exit code 2."""
-    from svg_pyro.checkpoint import CheckpointError
     from svg_pyro.distributed import PeerError
-    from svg_pyro.prepare import PrepareError
-    from svg_pyro.train import RunLocked, Stopped, TrainingDiverged
-    from svg_pyro.video_store import StoreError
+    from svg_pyro.train import Stopped
 
     try:
         return command.run(args)
@@ -51,8 +49,7 @@ def run(command: Command, args: argparse.Namespace) -> int:
         if _rank() == 0:
             print(stopped, file=sys.stderr)
         return 128 + stopped.signum
-    except (CheckpointError, TrainingDiverged, RunLocked, PrepareError, StoreError, ValueError,
-            FileNotFoundError, TypeError) as err:
+    except SvgPyroError as err:  # expected: the message names the problem and the fix
         _say_error(str(err))
         return EXIT_USAGE
     except OSError as err:  # a file where a directory should be, a read-only or full disk, ...

@@ -9,6 +9,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from svg_pyro.errors import InvalidInput
+
 MODELS = ("svg-lp", "svg-fp", "det")
 ELBOS = ("trace", "meanfield")
 ARCHS = ("dcgan", "vgg")
@@ -104,7 +106,7 @@ class Config:
     def validate(self) -> "Config":
         def check(ok, msg):
             if not ok:
-                raise ValueError(f"invalid configuration: {msg}")
+                raise InvalidInput(f"invalid configuration: {msg}")
 
         for name, allowed in CHOICES.items():
             value = getattr(self, name)
@@ -136,7 +138,7 @@ class Config:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown configuration keys {unknown}; was this written by a newer svg-pyro?")
+            raise InvalidInput(f"unknown configuration keys {unknown}; was this written by a newer svg-pyro?")
         return cls(**{"skip_frame": "last", **values})  # runs saved before the setting existed used "last"
 
 
@@ -181,5 +183,5 @@ PRESETS: dict[str, dict] = {
 
 def preset(name: str, **overrides) -> Config:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise InvalidInput(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return Config(**{**PRESETS[name], **overrides}).validate()

@@ -9,16 +9,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from svg_pyro.errors import InvalidInput, InvalidType
+
 # Size of the fixed, seeded evaluation sets.
 SMMNIST_TEST_VIDEOS = 256
 
 
 def check_video_shape(videos: torch.Tensor, frame_shape) -> None:
     if not torch.is_tensor(videos) or not videos.is_floating_point():
-        raise TypeError(f"videos must be a floating-point tensor (B, T, C, H, W), got "
+        raise InvalidType(f"videos must be a floating-point tensor (B, T, C, H, W), got "
                         f"{type(videos).__name__} {getattr(videos, 'dtype', '')}")
     if videos.dim() != 5 or tuple(videos.shape[2:]) != tuple(frame_shape):
-        raise ValueError(f"videos must have shape (batch, time, {', '.join(map(str, frame_shape))}), "
+        raise InvalidInput(f"videos must have shape (batch, time, {', '.join(map(str, frame_shape))}), "
                          f"got {tuple(videos.shape)}; check the dataset's channels and image_size")
 
 
@@ -29,11 +31,11 @@ def check_video_values(videos: torch.Tensor) -> None:
         return
     if not torch.isfinite(videos).all():
         bad = (~torch.isfinite(videos)).flatten(1).any(1).nonzero().flatten().tolist()
-        raise ValueError(f"videos {bad} of the batch hold NaN or infinite pixels; "
+        raise InvalidInput(f"videos {bad} of the batch hold NaN or infinite pixels; "
                          "check the data source or the preparation step")
     lo, hi = videos.min().item(), videos.max().item()
     if lo < 0 or hi > 1:
-        raise ValueError(f"pixel values must lie in [0, 1], got [{lo:.3g}, {hi:.3g}]; "
+        raise InvalidInput(f"pixel values must lie in [0, 1], got [{lo:.3g}, {hi:.3g}]; "
                          "divide uint8 frames by 255")
 
 
@@ -48,7 +50,7 @@ def make_datasets(config, split_lengths: tuple[int, int] | None = None):
                       deterministic=config.deterministic, velocity=config.velocity,
                       mnist_root=config.mnist_root)
         if config.channels != 1:
-            raise ValueError("Stochastic Moving MNIST has 1 channel; set channels=1")
+            raise InvalidInput("Stochastic Moving MNIST has 1 channel; set channels=1")
         train = StochasticMovingMNIST("train", train_len, seed=config.seed, **common)
         test = StochasticMovingMNIST("test", test_len, num_videos=SMMNIST_TEST_VIDEOS, seed=0, **common)
         return train, test

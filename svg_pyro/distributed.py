@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from svg_pyro.build import resolve_device
+from svg_pyro.errors import InvalidInput
 
 
 @dataclass
@@ -123,7 +124,7 @@ def join_world(device: str = "auto"):
     chosen = resolve_device(device)
     if chosen.type == "cuda":
         if chosen.index is not None:
-            raise ValueError(f"--device {device} under torchrun: each process takes the GPU of its "
+            raise InvalidInput(f"--device {device} under torchrun: each process takes the GPU of its "
                              "LOCAL_RANK; pass --device cuda (or auto)")
         chosen = torch.device("cuda", local_rank)
         torch.cuda.set_device(chosen)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from svg_pyro.build import resolve_device
 from svg_pyro.checkpoint import CheckpointError, load_model
 from svg_pyro.datasets import check_video_values, make_datasets
+from svg_pyro.errors import InvalidInput
 from svg_pyro.metrics import METRICS, describe
 from svg_pyro.sampling import BN_MODES, DEFAULT_MAX_BATCH, sample_chunks
 
@@ -142,7 +143,7 @@ def _load(path, device, role: str):
 def _check_same_data(config, other, path) -> None:
     for name in ("dataset", "channels", "image_size"):
         if getattr(config, name) != getattr(other, name):
-            raise ValueError(f"{path} was trained on {name}={getattr(other, name)!r} but the evaluated "
+            raise InvalidInput(f"{path} was trained on {name}={getattr(other, name)!r} but the evaluated "
                              f"checkpoint on {getattr(config, name)!r}; compare models of the same data")
 
 
@@ -195,13 +196,13 @@ def load_evaluation(checkpoint, *, samples: int = 100, videos: int = 256, n_past
     """Check the settings and load the model, the test set and any swapped-in prior; arguments as
     ``evaluate``'s. Requests that cannot run (or would not fit in memory) are refused here."""
     if prior not in ("learned", "fixed"):
-        raise ValueError(f"--prior must be 'learned' or 'fixed', not {prior!r}")
+        raise InvalidInput(f"--prior must be 'learned' or 'fixed', not {prior!r}")
     if prior == "fixed" and prior_checkpoint is not None:
-        raise ValueError("give either --prior fixed or --prior-checkpoint, not both")
+        raise InvalidInput("give either --prior fixed or --prior-checkpoint, not both")
     if bn not in BN_MODES:
-        raise ValueError(f"--bn must be one of {BN_MODES}, not {bn!r}")
+        raise InvalidInput(f"--bn must be one of {BN_MODES}, not {bn!r}")
     if samples < 1 or videos < 1:
-        raise ValueError("--samples and --videos must be at least 1")
+        raise InvalidInput("--samples and --videos must be at least 1")
     torch_device = resolve_device(device)
     config, svg, guide, step = _load(checkpoint, torch_device, "--checkpoint")
     if data_root is not None or mnist_root is not None:
@@ -210,33 +211,33 @@ def load_evaluation(checkpoint, *, samples: int = 100, videos: int = 256, n_past
     n_past = config.n_past if n_past is None else n_past
     horizon = DEFAULT_HORIZON[config.dataset] if horizon is None else horizon
     if n_past < 2 or horizon < 1:
-        raise ValueError(f"--n-past ({n_past}) must be at least 2 and --horizon ({horizon}) at least 1")
+        raise InvalidInput(f"--n-past ({n_past}) must be at least 2 and --horizon ({horizon}) at least 1")
     n_frames = n_past + horizon
     if window is not None and not n_past <= window[0] <= window[1] < n_frames:
-        raise ValueError(f"--window {window[0]} {window[1]} must lie within the predicted frames "
+        raise InvalidInput(f"--window {window[0]} {window[1]} must lie within the predicted frames "
                          f"{n_past}..{n_frames - 1}; lower it or raise --horizon")
     # what the score arrays and one chunk of sampled frames hold, refused before allocating
     need = 4 * (len(METRICS) * samples * videos * horizon
                 + max_batch * n_frames * config.channels * config.image_size**2)
     if need > MAX_MEMORY:
-        raise ValueError(f"{samples} samples of {videos} videos over {horizon} frames (--batch {max_batch}) "
+        raise InvalidInput(f"{samples} samples of {videos} videos over {horizon} frames (--batch {max_batch}) "
                          f"need about {need / 2**30:,.0f} GiB of memory; lower --horizon, --samples, "
                          "--videos or --batch")
     _, test_set = make_datasets(config, split_lengths=(config.frames_per_video, n_frames))
     if videos > len(test_set):
-        raise ValueError(f"--videos {videos} asks for more test videos than the {config.dataset} test "
+        raise InvalidInput(f"--videos {videos} asks for more test videos than the {config.dataset} test "
                          f"set holds ({len(test_set)})")
 
     prior_arg, prior_label = ("fixed", "fixed N(0, I)") if prior == "fixed" else (None, "own")
     if svg.prior is None:
         if prior == "fixed" or prior_checkpoint is not None:
-            raise ValueError("the checkpoint is the deterministic model (no z): it has no prior to swap")
+            raise InvalidInput("the checkpoint is the deterministic model (no z): it has no prior to swap")
         samples, prior_label = 1, "none (deterministic)"
     if prior_checkpoint is not None:
         other_config, other, _, _ = _load(prior_checkpoint, torch_device, "--prior-checkpoint")
         _check_same_data(config, other_config, prior_checkpoint)
         if other_config.model != "svg-lp" or other_config.z_dim != config.z_dim:
-            raise ValueError(f"--prior-checkpoint must be an SVG-LP model with z_dim {config.z_dim}; "
+            raise InvalidInput(f"--prior-checkpoint must be an SVG-LP model with z_dim {config.z_dim}; "
                              f"{prior_checkpoint} is {other_config.model} with z_dim {other_config.z_dim}")
         prior_arg, prior_label = other, f"learned prior of {prior_checkpoint}"
     return Evaluation(checkpoint=checkpoint, config=config, svg=svg, guide=guide, step=step,
@@ -259,7 +260,7 @@ def score_all(ev: Evaluation, det_checkpoint=None, progress: bool = True):
         det_config, det, det_guide, _ = _load(det_checkpoint, ev.device, "--det-checkpoint")
         _check_same_data(ev.config, det_config, det_checkpoint)
         if det_config.model != "det":
-            raise ValueError(f"--det-checkpoint must be a deterministic model (model 'det'); "
+            raise InvalidInput(f"--det-checkpoint must be a deterministic model (model 'det'); "
                              f"{det_checkpoint} is {det_config.model}")
         det_shown = [Shown(truth=s.truth) for s in shown]
         scores["deterministic"] = _score_model(det, det_guide, ev.test_set, num_samples=1, prior=None,
@@ -330,10 +331,10 @@ def evaluate(checkpoint, out, *, samples: int = 100, videos: int = 256, n_past: 
     ``bound_particles`` = (K, ...): also the held-out ELBO and the importance-weighted bounds with
     these K (``svg_pyro.bounds``) of the model and the deterministic baseline, under "bound"."""
     if bound_particles and (prior != "learned" or prior_checkpoint is not None):
-        raise ValueError("--bound-particles scores a model under its own prior; drop --prior fixed / "
+        raise InvalidInput("--bound-particles scores a model under its own prior; drop --prior fixed / "
                          "--prior-checkpoint, or --bound-particles")
     if any(k < 1 for k in bound_particles):
-        raise ValueError(f"--bound-particles must be at least 1, not {min(bound_particles)}")
+        raise InvalidInput(f"--bound-particles must be at least 1, not {min(bound_particles)}")
     ev = load_evaluation(checkpoint, samples=samples, videos=videos, n_past=n_past, horizon=horizon,
                          prior=prior, prior_checkpoint=prior_checkpoint, device=device, bn=bn,
                          max_batch=max_batch, data_root=data_root, mnist_root=mnist_root, window=window)

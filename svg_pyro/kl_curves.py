@@ -17,15 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
+from svg_pyro.errors import InvalidInput, MissingInput
+
 
 def read_metrics(run) -> list[dict]:
     path = Path(run) / "metrics.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; pass a run directory written by svi_train.py")
+        raise MissingInput(f"{path} does not exist; pass a run directory written by svi_train.py")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if "kl_t" in r]
     if not rows:
-        raise ValueError(f"{path} has no per-step KL (kl_t); it was written before svg-pyro logged it")
+        raise InvalidInput(f"{path} has no per-step KL (kl_t); it was written before svg-pyro logged it")
     return rows
 
 
@@ -47,7 +49,7 @@ def x_values(rows, x: str) -> np.ndarray:
         return np.array([r["step"] for r in rows], dtype=float)
     if x == "minutes":
         return np.cumsum([r["seconds"] for r in rows]) / 60
-    raise ValueError(f"--x {x!r} is unknown; choose one of {sorted(X_AXES)}")
+    raise InvalidInput(f"--x {x!r} is unknown; choose one of {sorted(X_AXES)}")
 
 
 def plot_kl_curves(runs: dict, path, smooth: int = 10, title: str = "", x: str = "step",
@@ -112,14 +114,14 @@ def compare_runs(run_dirs, out, labels=None, smooth: int = 10, until: int | None
     """Plot the runs' KL curves into ``out``; returns each label's metrics rows."""
     labels = labels or [Path(r).name for r in run_dirs]
     if len(labels) != len(run_dirs):
-        raise ValueError(f"got {len(labels)} labels for {len(run_dirs)} runs; give one per run")
+        raise InvalidInput(f"got {len(labels)} labels for {len(run_dirs)} runs; give one per run")
     if smooth < 1:
-        raise ValueError("--smooth must be at least 1")
+        raise InvalidInput("--smooth must be at least 1")
     runs = {label: read_metrics(run) for label, run in zip(labels, run_dirs)}
     if until is not None:
         runs = {label: [r for r in rows if r["step"] <= until] for label, rows in runs.items()}
         if not all(runs.values()):
-            raise ValueError(f"a run has no logged row up to step {until}; raise --until")
+            raise InvalidInput(f"a run has no logged row up to step {until}; raise --until")
     plot_kl_curves(runs, out, smooth, title, x)
     return runs
 

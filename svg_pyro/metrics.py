@@ -17,6 +17,8 @@ import math
 
 import torch
 
+from svg_pyro.errors import InvalidInput
+
 MSE_FLOOR = 1e-10
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -27,9 +29,9 @@ SSIM_SLICE = 64  # maps filtered at a time
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.shape != y.shape:
-        raise ValueError(f"frames to compare must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise InvalidInput(f"frames to compare must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if x.dim() < 3:
-        raise ValueError(f"frames must have shape (..., C, H, W), got {tuple(x.shape)}")
+        raise InvalidInput(f"frames must have shape (..., C, H, W), got {tuple(x.shape)}")
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -60,7 +62,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     _check_pair(x, y)
     lead, (c, h, w) = x.shape[:-3], x.shape[-3:]
     if min(h, w) < SSIM_WINDOW:
-        raise ValueError(f"SSIM needs frames of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {h}x{w}")
+        raise InvalidInput(f"SSIM needs frames of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {h}x{w}")
     x, y = x.reshape(-1, h, w), y.reshape(-1, h, w)
     window = gaussian_window().to(device=x.device, dtype=torch.float32)
     # Valid separable Gaussian filtering as two matrix products, A_h @ map @ A_w^T (much faster

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 
+from svg_pyro.errors import InvalidInput
 from svg_pyro.smmnist import StochasticMovingMNIST, true_displacement_distributions, velocity_table
 
 PROBE_VIDEOS = 16
@@ -37,12 +38,12 @@ PROBE_SEED = 4321  # futures are drawn under a fixed seed, outside the training 
 
 def _check_frames(frames: torch.Tensor, templates: list[torch.Tensor]) -> None:
     if frames.dim() < 3 or frames.shape[-3] != 1:
-        raise ValueError(f"frames must have shape (..., 1, H, W), got {tuple(frames.shape)}")
+        raise InvalidInput(f"frames must have shape (..., 1, H, W), got {tuple(frames.shape)}")
     for template in templates:
         if template.dim() != 2 or not (template > 0).any():
-            raise ValueError(f"template must be a non-empty 2-D digit image, got shape {tuple(template.shape)}")
+            raise InvalidInput(f"template must be a non-empty 2-D digit image, got shape {tuple(template.shape)}")
         if template.shape[0] > frames.shape[-2] or template.shape[1] > frames.shape[-1]:
-            raise ValueError(f"template {tuple(template.shape)} is larger than the frames {tuple(frames.shape[-2:])}")
+            raise InvalidInput(f"template {tuple(template.shape)} is larger than the frames {tuple(frames.shape[-2:])}")
 
 
 def _correlation(frames: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
@@ -101,7 +102,7 @@ def extract_pair_positions(frames: torch.Tensor, first: torch.Tensor, second: to
     """
     _check_frames(frames, [first, second])
     if first.shape != second.shape:
-        raise ValueError(f"the two templates must have one shape, got {tuple(first.shape)} and {tuple(second.shape)}")
+        raise InvalidInput(f"the two templates must have one shape, got {tuple(first.shape)} and {tuple(second.shape)}")
     corr_a, corr_b = _correlation(frames, first), _correlation(frames, second)
     rows, cols = corr_a.shape[-2:]
     h, w = first.shape
@@ -140,7 +141,7 @@ def digit_positions(frames: torch.Tensor, templates: torch.Tensor) -> torch.Tens
         return extract_positions(frames, templates[0])[..., None, :]
     if len(templates) == 2:
         return extract_pair_positions(frames, templates[0], templates[1])
-    raise ValueError(f"digit positions are found for 1 or 2 digits per video, not {len(templates)}")
+    raise InvalidInput(f"digit positions are found for 1 or 2 digits per video, not {len(templates)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,11 +201,11 @@ class MotionProbe:
     def __init__(self, dataset: StochasticMovingMNIST, n_past: int, videos: int = PROBE_VIDEOS,
                  samples: int = PROBE_SAMPLES):
         if dataset.num_digits not in (1, 2):
-            raise ValueError(f"the motion probe follows 1 or 2 digits per video, not {dataset.num_digits}")
+            raise InvalidInput(f"the motion probe follows 1 or 2 digits per video, not {dataset.num_digits}")
         if not 1 <= videos <= len(dataset):
-            raise ValueError(f"the motion probe needs 1 to {len(dataset)} test videos, not {videos}")
+            raise InvalidInput(f"the motion probe needs 1 to {len(dataset)} test videos, not {videos}")
         if dataset.length <= n_past:
-            raise ValueError(f"probe videos of {dataset.length} frames leave no step to predict after {n_past}")
+            raise InvalidInput(f"probe videos of {dataset.length} frames leave no step to predict after {n_past}")
         self.n_past, self.samples = n_past, samples
         table = None if dataset.deterministic else velocity_table(dataset)
         paths = [dataset.trajectory(i) for i in range(videos)]

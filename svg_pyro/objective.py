@@ -17,6 +17,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import is_identically_zero
 from torch.distributions import kl_divergence
 
+from svg_pyro.errors import InvalidInput
 from svg_pyro.sites import FRAME, LATENT, site_step
 
 
@@ -73,7 +74,7 @@ def make_elbo(name: str, num_particles: int = 1, vectorize_particles: bool = Fal
     the loss kept on the device (``_LossOnDevice``)."""
     cls = {"trace": TraceOnDevice_ELBO, "meanfield": TraceMeanFieldOnDevice_ELBO}.get(name)
     if cls is None:
-        raise ValueError(f"unknown ELBO {name!r}; choose 'trace' or 'meanfield'")
+        raise InvalidInput(f"unknown ELBO {name!r}; choose 'trace' or 'meanfield'")
     return cls(num_particles=num_particles, vectorize_particles=vectorize_particles, max_plate_nesting=1)
 
 

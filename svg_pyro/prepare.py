@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from svg_pyro.errors import SvgPyroError
 from svg_pyro.video_store import StoreWriter
 
 KTH_ACTIONS = ("boxing", "handclapping", "handwaving", "jogging", "running", "walking")
@@ -39,7 +40,7 @@ BAIR_FRAME_KEY = "{}/image_aux1/encoded"
 BAIR_FRAME_SHAPE = (64, 64, 3)
 
 
-class PrepareError(Exception):
+class PrepareError(SvgPyroError):
     """A usage problem that stops preparation (missing --src, incompatible --out)."""
 
 

@@ -29,6 +29,7 @@ from pyro.infer import Predictive
 from torch import nn
 from tqdm.auto import tqdm
 
+from svg_pyro.errors import InvalidInput
 from svg_pyro.models.priors import fixed_prior, learned_prior_of, swap_prior
 from svg_pyro.sites import latent_site
 
@@ -46,7 +47,7 @@ def batchnorm_mode(modules, mode: str):
     """Put the BatchNorm layers of ``modules`` in ``mode`` ("eval" or "train") for the block; restore
     their mode and running statistics afterwards."""
     if mode not in BN_MODES:
-        raise ValueError(f"BatchNorm mode {mode!r} is unknown; choose 'eval' (running statistics) "
+        raise InvalidInput(f"BatchNorm mode {mode!r} is unknown; choose 'eval' (running statistics) "
                          "or 'train' (batch statistics)")
     layers = [m for module in modules if isinstance(module, nn.Module)
               for m in module.modules() if isinstance(m, BATCHNORMS)]
@@ -68,12 +69,12 @@ def _prior_model(svg, prior, context: torch.Tensor, n_past: int):
     if prior is None or prior == "learned":
         return svg.model
     if svg.prior is None:
-        raise ValueError("the deterministic model has no latent z: sample it with prior=None")
+        raise InvalidInput("the deterministic model has no latent z: sample it with prior=None")
     if prior == "fixed":
         return swap_prior(fixed_prior, from_step=n_past)(svg.model)
     if isinstance(prior, nn.Module):
         return learned_prior_of(prior, context, n_past)(svg.model)
-    raise ValueError(f"prior {prior!r} is unknown; use None/'learned', 'fixed' or an SVG-LP model")
+    raise InvalidInput(f"prior {prior!r} is unknown; use None/'learned', 'fixed' or an SVG-LP model")
 
 
 @torch.no_grad()
@@ -86,7 +87,7 @@ def predict(svg, guide, context: torch.Tensor, n_past: int, n_frames: int, num_s
     (guide draws before n_past, prior draws after), or None for the deterministic model.
     """
     if context.shape[1] != n_past:
-        raise ValueError(f"context must hold exactly n_past={n_past} frames, got {context.shape[1]}")
+        raise InvalidInput(f"context must hold exactly n_past={n_past} frames, got {context.shape[1]}")
     z_sites = [latent_site(t) for t in range(1, n_frames)] if svg.z_dim else []
     model = _prior_model(svg, prior, context, n_past)
     predictive = Predictive(model, guide=guide, num_samples=num_samples, parallel=True,
@@ -110,12 +111,12 @@ def chunk_plan(num_videos: int, num_samples: int, max_batch: int, bn: str = "eva
     """(videos, samples) per chunk: as many samples of a video as fit, then as many videos.
     With batch statistics every chunk needs at least 2 videos (BatchNorm of one 1x1 map fails)."""
     if max_batch < 1 or num_samples < 1 or num_videos < 1:
-        raise ValueError("max_batch, num_samples and the number of videos must be positive")
+        raise InvalidInput("max_batch, num_samples and the number of videos must be positive")
     samples = min(num_samples, max_batch)
     videos = min(num_videos, max(1, max_batch // samples))
     if bn == "train" and videos < 2:
         if num_videos < 2:
-            raise ValueError("bn='train' (batch statistics) needs at least 2 videos; use bn='eval'")
+            raise InvalidInput("bn='train' (batch statistics) needs at least 2 videos; use bn='eval'")
         videos, samples = 2, max(1, min(num_samples, max_batch // 2))
     return videos, samples
 

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import functools
 import gzip
-import zlib
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from svg_pyro.errors import InvalidInput, MissingInput
 
 DIGIT_SIZE = 32
 SPEEDS = np.arange(-4, 5)  # the 9 values dx and dy take
@@ -53,13 +55,13 @@ def _read_idx_images(path: Path) -> np.ndarray:
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError, zlib.error) as err:  # zlib: corrupt data inside a valid .gz header
-        raise ValueError(f"cannot read MNIST IDX file {path} ({err}); download it again") from err
+        raise InvalidInput(f"cannot read MNIST IDX file {path} ({err}); download it again") from err
     if len(raw) < 16 or int.from_bytes(raw[:4], "big") != 2051:
-        raise ValueError(f"{path} is not an MNIST image file (IDX magic 2051 expected); "
+        raise InvalidInput(f"{path} is not an MNIST image file (IDX magic 2051 expected); "
                          "pass the directory holding the original train/t10k images files")
     n, rows, cols = (int.from_bytes(raw[i:i + 4], "big") for i in (4, 8, 12))
     if len(raw) != 16 + n * rows * cols:
-        raise ValueError(f"{path} is truncated: header says {n} images of {rows}x{cols}, "
+        raise InvalidInput(f"{path} is truncated: header says {n} images of {rows}x{cols}, "
                          f"file holds {len(raw) - 16} pixel bytes; download it again")
     return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows, cols)
 
@@ -68,7 +70,7 @@ def _find_idx(root: Path, stem: str) -> Path:
     for name in (stem, stem + ".gz", stem.replace("-idx3", ".idx3"), stem.replace("-idx3", ".idx3") + ".gz"):
         if (root / name).is_file():
             return root / name
-    raise FileNotFoundError(f"--mnist-root {root} has no {stem}[.gz]; it must hold the MNIST files "
+    raise MissingInput(f"--mnist-root {root} has no {stem}[.gz]; it must hold the MNIST files "
                             "train-images-idx3-ubyte and t10k-images-idx3-ubyte (optionally gzipped)")
 
 
@@ -91,7 +93,7 @@ def load_digits(split: str, mnist_root: str | os.PathLike | None = None) -> torc
 @functools.lru_cache(maxsize=4)  # read once per process: datasets only read the tensor
 def _load_digits(split: str, mnist_root: str | None) -> torch.Tensor:
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+        raise InvalidInput(f"split must be 'train' or 'test', not {split!r}")
     if mnist_root is None:
         digits = _embedded_digits()
         order = np.random.default_rng(0).permutation(len(digits))
@@ -100,11 +102,11 @@ def _load_digits(split: str, mnist_root: str | None) -> torch.Tensor:
     else:
         root = Path(mnist_root)
         if not root.is_dir():
-            raise FileNotFoundError(f"--mnist-root {root} is not a directory")
+            raise MissingInput(f"--mnist-root {root} is not a directory")
         stem = "train-images-idx3-ubyte" if split == "train" else "t10k-images-idx3-ubyte"
         digits = _read_idx_images(_find_idx(root, stem))
         if digits.shape[1:] != (28, 28):
-            raise ValueError(f"MNIST images must be 28x28, {root} holds {digits.shape[1:]}")
+            raise InvalidInput(f"MNIST images must be 28x28, {root} holds {digits.shape[1:]}")
     x = torch.from_numpy(digits.astype(np.float32) / 255.0).unsqueeze(1)
     x = F.interpolate(x, size=(DIGIT_SIZE, DIGIT_SIZE), mode="bilinear", align_corners=False)
     return x.squeeze(1).clamp_(0, 1).contiguous()
@@ -136,13 +138,13 @@ def allowed_velocity_table(table: np.ndarray, wall: str | None) -> np.ndarray:
     """The table with velocities that do not leave ``wall`` set to zero, renormalised."""
     t = np.array(table, dtype=np.float64)
     if t.shape != (9, 9) or (t < 0).any() or t.sum() <= 0:
-        raise ValueError("velocity table must be a 9x9 array of non-negative weights "
+        raise InvalidInput("velocity table must be a 9x9 array of non-negative weights "
                          "(rows dy = -4..4, columns dx = -4..4) with a positive sum")
     dy, dx = np.meshgrid(SPEEDS, SPEEDS, indexing="ij")
     allowed = {None: True, "top": dy > 0, "bottom": dy < 0, "left": dx > 0, "right": dx < 0}[wall]
     t = t * allowed
     if t.sum() <= 0:
-        raise ValueError(f"velocity table gives no weight to any velocity leaving the {wall} wall")
+        raise InvalidInput(f"velocity table gives no weight to any velocity leaving the {wall} wall")
     return t / t.sum()
 
 
@@ -185,7 +187,7 @@ def velocity_table(dataset: StochasticMovingMNIST) -> np.ndarray:
     uniform table masked and renormalised: one rule (``allowed_velocity_table``) serves both.
     """
     if dataset.deterministic:
-        raise ValueError("the deterministic SM-MNIST variant reflects at walls and has no velocity "
+        raise InvalidInput("the deterministic SM-MNIST variant reflects at walls and has no velocity "
                          "distribution to study; use a stochastic dataset (deterministic=False)")
     table = np.ones((9, 9)) if dataset.table is None else dataset.table
     return allowed_velocity_table(table, None)
@@ -242,9 +244,9 @@ def true_displacement_distributions(given_positions, n_steps: int, table: np.nda
     given = np.asarray(given_positions, dtype=np.int64).reshape(-1, 2)
     limit = image_size - DIGIT_SIZE
     if len(given) == 0:
-        raise ValueError("need at least one given position")
+        raise InvalidInput("need at least one given position")
     if (given < 0).any() or (given >= limit).any():
-        raise ValueError(f"given positions must lie in 0..{limit - 1} (where the generator draws digits), "
+        raise InvalidInput(f"given positions must lie in 0..{limit - 1} (where the generator draws digits), "
                          f"got {given.tolist()}")
     transition = _Transition(table, image_size)
     states = np.zeros(transition.shape)
@@ -254,7 +256,7 @@ def true_displacement_distributions(given_positions, n_steps: int, table: np.nda
         observed = np.zeros_like(states)
         observed[y, x] = states[y, x]
         if observed.sum() <= 0:
-            raise ValueError(f"the given positions are impossible under the generator's rules: no "
+            raise InvalidInput(f"the given positions are impossible under the generator's rules: no "
                              f"velocity takes the digit from {given[t - 1].tolist()} to {[int(x), int(y)]}")
         states = observed / observed.sum()
     out = []
@@ -280,9 +282,9 @@ class StochasticMovingMNIST(torch.utils.data.Dataset):
                  deterministic: bool = False, velocity: str = "uniform",
                  velocity_table: np.ndarray | None = None, mnist_root=None, digits=None):
         if velocity not in ("uniform", "nonuniform"):
-            raise ValueError(f"velocity must be 'uniform' or 'nonuniform', not {velocity!r}")
+            raise InvalidInput(f"velocity must be 'uniform' or 'nonuniform', not {velocity!r}")
         if image_size <= DIGIT_SIZE:
-            raise ValueError(f"image_size must exceed the digit size {DIGIT_SIZE}")
+            raise InvalidInput(f"image_size must exceed the digit size {DIGIT_SIZE}")
         self.split, self.length, self.num_digits = split, length, num_digits
         self.num_videos, self.seed, self.image_size = num_videos, seed, image_size
         self.deterministic = deterministic

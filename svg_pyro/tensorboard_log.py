@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from svg_pyro.errors import InvalidInput
+
 SCALARS = ("loss", "mse", "kl", "kl_per_step", "reference_loss")
 MOTION = ("position_error_best", "position_error_mean", "certain_displacement_error")  # rows of the probe
 
@@ -19,7 +21,7 @@ class TensorBoardLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ValueError("--tensorboard needs the tensorboard package: pip install 'svg-pyro[tensorboard]' "
+            raise InvalidInput("--tensorboard needs the tensorboard package: pip install 'svg-pyro[tensorboard]' "
                              "(or train without --tensorboard)") from None
         # On resume, TensorBoard drops the events logged after the checkpoint: they are recomputed.
         purge = None if resumed_at is None else resumed_at + 1

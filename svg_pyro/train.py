@@ -25,14 +25,24 @@ from pyro import poutine
 from torch import nn
 from tqdm.auto import tqdm
 
-from svg_pyro.build import build_model
 from svg_pyro.atomic import atomic_path
-from svg_pyro.checkpoint import (WEIGHTS_FORMAT, CheckpointError, check_compatible, load_checkpoint,
-                                 load_optimizer_state_by_name, optimizer_state_by_name, rng_state,
-                                 save_checkpoint, set_rng_state, trained_parameters)
+from svg_pyro.build import build_model
+from svg_pyro.checkpoint import (
+    WEIGHTS_FORMAT,
+    CheckpointError,
+    check_compatible,
+    load_checkpoint,
+    load_optimizer_state_by_name,
+    optimizer_state_by_name,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    trained_parameters,
+)
 from svg_pyro.config import Config
 from svg_pyro.datasets import check_video_values, make_datasets, training_batches
 from svg_pyro.distributed import World, join_world, on_main, rank_seed
+from svg_pyro.errors import InvalidInput, SvgPyroError
 from svg_pyro.motion import MotionProbe
 from svg_pyro.objective import kl_per_step, loss_terms, make_elbo, reference_loss
 from svg_pyro.plots import save_gif, save_video_grid
@@ -44,11 +54,11 @@ SAMPLES_PER_VIDEO = 2
 SAMPLE_SEED = 1234  # samples are drawn under a fixed seed, outside the training RNG stream
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(SvgPyroError, RuntimeError):
     pass
 
 
-class RunLocked(RuntimeError):
+class RunLocked(SvgPyroError, RuntimeError):
     pass
 
 
@@ -225,7 +235,7 @@ def _train(config: Config, out: Path, resume: bool, progress: bool, world: World
 
     def check_start():
         if config.batch_size < world.size:
-            raise ValueError(f"--batch-size {config.batch_size} is smaller than the {world.size} processes; "
+            raise InvalidInput(f"--batch-size {config.batch_size} is smaller than the {world.size} processes; "
                              "the batch is split between them, so give each at least one video")
         if resume:
             state = load_checkpoint(ckpt_path)

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from svg_pyro.errors import InvalidInput
 from svg_pyro.motion import extract_positions
-from svg_pyro.smmnist import (DIGIT_SIZE, HALF, StochasticMovingMNIST, true_displacement_distributions,
-                              velocity_table)
+from svg_pyro.smmnist import DIGIT_SIZE, HALF, StochasticMovingMNIST, true_displacement_distributions, velocity_table
 from svg_pyro.trajectory_plots import plot_distances, plot_distributions, plot_velocity_tables, save_examples
 
 DETERMINISTIC_STEPS = 2  # predicted steps before the first random one in the chosen trajectory
@@ -59,9 +59,9 @@ def displacement_histogram(steps, radius: int) -> np.ndarray:
     """Empirical distribution ``p[dy + R, dx + R]`` of displacements (N, 2) as (dx, dy)."""
     steps = np.asarray(steps).reshape(-1, 2)
     if len(steps) == 0:
-        raise ValueError("no displacements to count")
+        raise InvalidInput("no displacements to count")
     if np.abs(steps).max() > radius:
-        raise ValueError(f"displacements reach {np.abs(steps).max()}, beyond the grid radius {radius}")
+        raise InvalidInput(f"displacements reach {np.abs(steps).max()}, beyond the grid radius {radius}")
     counts = np.zeros((2 * radius + 1, 2 * radius + 1))
     np.add.at(counts, (steps[:, 1] + radius, steps[:, 0] + radius), 1.0)
     return counts / counts.sum()
@@ -71,7 +71,7 @@ def embed(probs: np.ndarray, radius: int) -> np.ndarray:
     """A centred (2r+1)^2 distribution placed in the centre of the (2 radius + 1)^2 grid."""
     small = probs.shape[-1] // 2
     if radius < small:
-        raise ValueError(f"cannot embed a grid of radius {small} in one of radius {radius}")
+        raise InvalidInput(f"cannot embed a grid of radius {small} in one of radius {radius}")
     out = np.zeros(probs.shape[:-2] + (2 * radius + 1, 2 * radius + 1))
     out[..., radius - small:radius + small + 1, radius - small:radius + small + 1] = probs
     return out
@@ -110,10 +110,10 @@ def wasserstein(p: np.ndarray, q: np.ndarray) -> float:
 
 def _check_pair(p, q):
     if p.shape != q.shape or p.ndim != 2 or p.shape[0] != p.shape[1] or p.shape[0] % 2 != 1:
-        raise ValueError(f"distributions must be centred square grids of one odd size, got {p.shape} and {q.shape}")
+        raise InvalidInput(f"distributions must be centred square grids of one odd size, got {p.shape} and {q.shape}")
     for d in (p, q):
         if (d < 0).any() or not np.isclose(d.sum(), 1.0):
-            raise ValueError("distributions must be non-negative and sum to 1")
+            raise InvalidInput("distributions must be non-negative and sum to 1")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,10 +135,10 @@ def find_trajectory(dataset: StochasticMovingMNIST, n_past: int, deterministic_s
     """
     n_steps = dataset.length - n_past
     if n_steps <= deterministic_steps:
-        raise ValueError(f"{dataset.length} frames leave {n_steps} predicted steps; need more than "
+        raise InvalidInput(f"{dataset.length} frames leave {n_steps} predicted steps; need more than "
                          f"{deterministic_steps} to see the wall hit: raise --frames")
     if dataset.num_digits != 1:
-        raise ValueError("the trajectory study follows one digit: use a 1-digit dataset")
+        raise InvalidInput("the trajectory study follows one digit: use a 1-digit dataset")
     table = velocity_table(dataset)
     for index in range(min(max_videos, len(dataset))):
         info = dataset.trajectory(index)
@@ -152,7 +152,7 @@ def find_trajectory(dataset: StochasticMovingMNIST, n_past: int, deterministic_s
         truth = true_displacement_distributions(positions[:n_past], n_steps, table, dataset.image_size)
         if first_random_step(truth) == deterministic_steps:
             return index, info, truth
-    raise ValueError(f"no video among the first {max_videos} has its first wall hit {deterministic_steps} "
+    raise InvalidInput(f"no video among the first {max_videos} has its first wall hit {deterministic_steps} "
                      "steps after the conditioning frames; try another --trajectory-seed")
 
 
@@ -186,10 +186,10 @@ def load_study_model(path, role: str | None, device):
 
     config, svg, guide, step = load_model(path, device)
     if config.dataset != "smmnist" or config.num_digits != 1:
-        raise ValueError(f"{path} holds a model of {config.num_digits}-digit {config.dataset}; the study "
+        raise InvalidInput(f"{path} holds a model of {config.num_digits}-digit {config.dataset}; the study "
                          "needs one trained on 1-digit SM-MNIST (svi_train.py --preset smmnist-1digit-cpu)")
     if role is not None and config.model != role:
-        raise ValueError(f"{path} holds a {config.model} model, but was passed as the {role} reference; "
+        raise InvalidInput(f"{path} holds a {config.model} model, but was passed as the {role} reference; "
                          f"pass a checkpoint trained with --model {role}")
     return config, svg, guide, step
 
@@ -227,7 +227,7 @@ def load_models(checkpoint, fp_checkpoint=None, det_checkpoint=None, device: str
             continue
         config, svg, guide, step = load_study_model(path, role, device)
         if config.model in models:
-            raise ValueError(f"two checkpoints hold {config.model} models ({models[config.model]['path']} "
+            raise InvalidInput(f"two checkpoints hold {config.model} models ({models[config.model]['path']} "
                              f"and {path}); pass one checkpoint per model type")
         models[config.model] = dict(path=str(path), config=config, svg=svg, guide=guide, step=step)
     base = next(iter(models.values()))["config"]
@@ -235,7 +235,7 @@ def load_models(checkpoint, fp_checkpoint=None, det_checkpoint=None, device: str
         c = m["config"]
         for field in ("velocity", "deterministic", "image_size", "n_past"):
             if getattr(c, field) != getattr(base, field):
-                raise ValueError(f"the {name} checkpoint has {field}={getattr(c, field)!r} but the first "
+                raise InvalidInput(f"the {name} checkpoint has {field}={getattr(c, field)!r} but the first "
                                  f"has {getattr(base, field)!r}; compare models trained on the same data")
     return models
 
@@ -253,7 +253,7 @@ def study_data(config, digits: int, trajectory_seed: int = 0, frames: int | None
     table = velocity_table(dataset)
     index, info, truth = find_trajectory(dataset, n_past, deterministic_steps)
     if digits > len(dataset.digits):
-        raise ValueError(f"--digits {digits} exceeds the {len(dataset.digits)} test digits")
+        raise InvalidInput(f"--digits {digits} exceeds the {len(dataset.digits)} test digits")
     digit_ids = np.random.default_rng([trajectory_seed, 1]).choice(len(dataset.digits), digits, replace=False)
     positions = info["positions"][:1]  # (1, T, 2)
     videos = torch.stack([dataset.render([d], positions) for d in digit_ids])  # (K, T, 1, H, W)
@@ -365,7 +365,7 @@ def run_study(checkpoint, out, fp_checkpoint=None, det_checkpoint=None, samples:
 
 def _check_sizes(samples: int, digits: int) -> None:
     if samples < 1 or digits < 1:
-        raise ValueError("--samples and --digits must be at least 1")
+        raise InvalidInput("--samples and --digits must be at least 1")
 
 
 def _study_one(models, out, samples, digits, trajectory_seed, frames, seed, progress, deterministic_steps) -> dict:
@@ -409,7 +409,7 @@ def run_studies(checkpoint, out, fp_checkpoint=None, det_checkpoint=None, sample
     per model. ``frames`` defaults to ``n_past + STUDY_STEPS``."""
     _check_sizes(samples, digits)
     if not wall_steps or min(wall_steps) < 1:
-        raise ValueError(f"wall steps must be at least 1, got {list(wall_steps)}")
+        raise InvalidInput(f"wall steps must be at least 1, got {list(wall_steps)}")
     models = load_models(checkpoint, fp_checkpoint, det_checkpoint, device)
     config = next(iter(models.values()))["config"]
     frames = frames or config.n_past + STUDY_STEPS

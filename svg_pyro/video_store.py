@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from svg_pyro.atomic import atomic_path
+from svg_pyro.errors import InvalidInput
 
 MANIFEST = "store.json"
 FORMAT = "svg-pyro-video-store"
@@ -51,7 +52,7 @@ PREPARE_HINT = {
 }
 
 
-class StoreError(ValueError):
+class StoreError(InvalidInput):
     """A store is missing, incomplete, or does not fit the request."""
 
 
@@ -272,7 +273,7 @@ class StoreWriter:
         with open(split_path(self.root, split), "ab") as f:
             for meta, frames in videos:
                 if frames.dtype != np.uint8 or frames.shape[1:] != self.frame_shape:
-                    raise ValueError(f"frames of {meta['name']} are {frames.dtype} {frames.shape[1:]}, "
+                    raise InvalidInput(f"frames of {meta['name']} are {frames.dtype} {frames.shape[1:]}, "
                                      f"expected uint8 {self.frame_shape}")
                 f.write(np.ascontiguousarray(frames).tobytes())
                 entries.append({**meta, "start": start, "length": len(frames)})

@@ -10,6 +10,7 @@ import pytest
 from svg_pyro import cli
 from svg_pyro.checkpoint import CheckpointError
 from svg_pyro.config import Config, preset
+from svg_pyro.errors import InvalidInput, MissingInput
 
 
 def _train_args(argv):
@@ -44,7 +45,7 @@ def test_flags_not_given_keep_the_preset():
     assert config == preset("tiny", steps=9, deterministic=False)
 
 
-@pytest.mark.parametrize("error", [ValueError("bad value; use 3"), FileNotFoundError("no such file"),
+@pytest.mark.parametrize("error", [InvalidInput("bad value; use 3"), MissingInput("no such file"),
                                    CheckpointError("not a checkpoint")])
 def test_expected_failures_are_one_line_and_exit_2(error, capsys):
     def fail(args):
@@ -65,11 +66,14 @@ def test_a_write_failure_names_the_path_and_the_fix(capsys):
     assert err.count("\n") == 1
 
 
-def test_an_unexpected_error_keeps_its_traceback():
+@pytest.mark.parametrize("error", [RuntimeError("a bug"), ValueError("a bug"), TypeError("a bug"),
+                                   KeyError("a bug")])
+def test_an_unexpected_error_keeps_its_traceback(error):
+    # only SvgPyroError (and OSError) are expected; a ValueError from inside the library is a bug
     def fail(args):
-        raise RuntimeError("a bug")
+        raise error
 
-    with pytest.raises(RuntimeError, match="a bug"):
+    with pytest.raises(type(error), match="a bug"):
         cli.run(cli.Command(lambda p: None, fail, ""), argparse.Namespace())
 
 

@@ -92,6 +92,49 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_leaves_no_temporary_file(tmp_
     assert _values(_rows(out)) == _values(whole)
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real filesystem of a given size (tmpfs), mounted where the tests run as root; skipped elsewhere."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+
+    def make(size_bytes: int) -> Path:
+        options = f"size={size_bytes // 1024}k"
+        if mounted:
+            options = "remount," + options
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}): needs root")
+        mounted.append(size_bytes)
+        return mount
+
+    mounted = []
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    yield make
+    if mounted:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_real_full_disk_ends_in_one_line_and_keeps_the_last_checkpoint(tmp_path, small_disk, capsys):
+    args = ["--preset", "tiny", "--checkpoint-every", "5", "--sample-every", "10000", "--no-progress"]
+    assert run_subcommand("train", [*args, "--steps", "5", "--out", str(tmp_path / "sizing")]) == 0
+    size = (tmp_path / "sizing" / "checkpoint.pt").stat().st_size
+    # room for the first checkpoint and half of the next: torch.save of the second one fills the disk
+    disk = small_disk(int(1.5 * size) + (256 << 10))
+    out = disk / "run"
+    assert run_subcommand("train", [*args, "--steps", "40", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {out / 'checkpoint.pt.tmp'}: No space left on device")
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 5 and not list(out.glob("*.tmp"))
+
+    small_disk(4 * size + (1 << 20))  # space is back: the run resumes from its last checkpoint
+    assert run_subcommand("train", [*args, "--steps", "10", "--out", str(out), "--resume"]) == 0
+    whole = train(preset("tiny", steps=10, **QUIET), tmp_path / "whole", progress=False)
+    assert _values(_rows(out)) == _values(whole)
+
+
 def test_a_fresh_run_starts_a_fresh_log_and_clears_stray_temporary_files(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
