@@ -334,8 +334,24 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors (an unknown option, ``--steps abc``) as one line too, exit 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USAGE, f"error: {message}; see {self.prog} --help\n")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where there is one to say and the help does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.nargs == 0 or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def _subcommand_parser(p: argparse.ArgumentParser, command: Command) -> argparse.ArgumentParser:
-    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    p.formatter_class = _HelpFormatter
     p.description = command.description
     command.add_options(p)
     p.set_defaults(command=command)
@@ -343,7 +359,7 @@ def _subcommand_parser(p: argparse.ArgumentParser, command: Command) -> argparse
 
 
 def parser(prog: str = "svg-pyro") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Stochastic Video Generation (SVG-LP, SVG-FP and "
+    p = _Parser(prog=prog, description="Stochastic Video Generation (SVG-LP, SVG-FP and "
                                                        "the deterministic baseline) in Pyro.")
     sub = p.add_subparsers(metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():
@@ -360,9 +376,5 @@ def main(argv: list[str] | None = None) -> int:
 def run_subcommand(name: str, argv: list[str] | None = None, prog: str | None = None) -> int:
     """One subcommand on its own: what ``python svi_train.py`` runs."""
     command = COMMANDS[name]
-    p = _subcommand_parser(argparse.ArgumentParser(prog=prog or f"svg-pyro {name}"), command)
+    p = _subcommand_parser(_Parser(prog=prog or f"svg-pyro {name}"), command)
     return run(command, p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

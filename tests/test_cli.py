@@ -109,3 +109,22 @@ def test_one_conditioning_frame_is_refused_before_training(tmp_path, capsys):
     assert capsys.readouterr().err == "error: invalid configuration: n_past must be at least 2 (the frames generation " \
                                       "is conditioned on), not 1\n"
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv", [["train", "--steps", "abc"], ["train", "--preset", "nope"], ["bogus"],
+                                  ["evaluate", "--no-such-option"]])
+def test_argument_errors_are_one_line_too(argv, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "--help" in err
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_each_option_states_its_default_at_most_once(name):
+    p = cli._subcommand_parser(argparse.ArgumentParser(prog=name), cli.COMMANDS[name])
+    actions = [a for a in p._actions if a.help and a.option_strings]
+    for action in actions:
+        text = p.formatter_class(name)._get_help_string(action)
+        rendered = text % {**vars(action), "default": action.default}
+        assert rendered.count("(default") <= 1 and "(default: None)" not in rendered, rendered
