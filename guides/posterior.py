@@ -40,5 +40,9 @@ class RecurrentPosterior(nn.Module):
                     pyro.sample(latent_site(t), dist.Normal(mu, sigma).to_event(1))
 
 
-def empty_guide(videos, n_past: int, n_frames: int | None = None):
-    """Guide of the deterministic baseline, which has no latent variables."""
+class EmptyGuide(nn.Module):
+    """Guide of the deterministic baseline, which has no latent variables (and no parameters); a
+    module like the posterior, so that moving, saving and loading treat both alike."""
+
+    def forward(self, videos, n_past: int, n_frames: int | None = None):
+        pass

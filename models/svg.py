@@ -21,10 +21,19 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from svg_pyro.datasets import check_video_shape
-from svg_pyro.errors import InvalidInput
-from svg_pyro.networks import LSTM, Decoder, Encoder, init_weights
+from svg_pyro.errors import InvalidInput, InvalidType
+from svg_pyro.networks import LSTM, Decoder, Encoder
 from svg_pyro.sites import frame_site, latent_site
+
+
+def check_video_shape(videos: torch.Tensor, frame_shape) -> None:
+    """Videos must be a float tensor (B, T, *frame_shape): the model's input contract."""
+    if not torch.is_tensor(videos) or not videos.is_floating_point():
+        raise InvalidType(f"videos must be a floating-point tensor (B, T, C, H, W), got "
+                          f"{type(videos).__name__} {getattr(videos, 'dtype', '')}")
+    if videos.dim() != 5 or tuple(videos.shape[2:]) != tuple(frame_shape):
+        raise InvalidInput(f"videos must have shape (batch, time, {', '.join(map(str, frame_shape))}), "
+                           f"got {tuple(videos.shape)}; check the dataset's channels and image_size")
 
 
 def broadcast_cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -44,25 +53,6 @@ class SVG(nn.Module):
         self.kl_weight = float(kl_weight)
         self.skip_lag = {"last": 0, "second-last": 1}[skip_frame]
         self._encodings = None  # cache, alive only inside share_encodings()
-
-    @classmethod
-    def from_config(cls, config) -> "SVG":
-        from svg_pyro.models.priors import FixedPrior, LearnedPrior
-
-        c = config
-        encoder = Encoder(c.arch, c.channels, c.g_dim, c.width, c.image_size)
-        decoder = Decoder(c.arch, c.channels, c.g_dim, c.width, c.image_size)
-        if c.model == "det":
-            prior, z_dim = None, 0
-        elif c.model == "svg-fp":
-            prior, z_dim = FixedPrior(c.z_dim), c.z_dim
-        else:
-            prior, z_dim = LearnedPrior(c.g_dim, c.z_dim, c.rnn_size, c.prior_layers), c.z_dim
-        predictor = LSTM(c.g_dim + z_dim, c.g_dim, c.rnn_size, c.predictor_layers)
-        svg = cls(encoder, decoder, predictor, prior, (c.channels, c.image_size, c.image_size),
-                  c.likelihood_scale, c.kl_weight, c.skip_frame)
-        svg.apply(init_weights)
-        return svg
 
     @property
     def z_dim(self) -> int:

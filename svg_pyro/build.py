@@ -1,21 +1,34 @@
-"""Build the Pyro model and guide of a configuration."""
+"""Build the Pyro model and guide of a configuration: the one place that turns a ``Config`` into
+networks."""
 from __future__ import annotations
 
 import torch
 
 from svg_pyro.errors import InvalidInput
-from svg_pyro.guides.posterior import RecurrentPosterior, empty_guide
+from svg_pyro.guides.posterior import EmptyGuide, RecurrentPosterior
+from svg_pyro.models.priors import FixedPrior, LearnedPrior
 from svg_pyro.models.svg import SVG
-from svg_pyro.networks import init_weights
+from svg_pyro.networks import LSTM, Decoder, Encoder, init_weights
 
 
 def build_model(config):
     """(svg, guide): ``svg.model`` and ``guide`` are the Pyro model and guide of ``config``."""
-    config.validate()
-    svg = SVG.from_config(config)
-    if config.model == "det":
-        return svg, empty_guide
-    guide = RecurrentPosterior(svg, config.rnn_size, config.posterior_layers)
+    c = config.validate()
+    encoder = Encoder(c.arch, c.channels, c.g_dim, c.width, c.image_size)
+    decoder = Decoder(c.arch, c.channels, c.g_dim, c.width, c.image_size)
+    if c.model == "det":
+        prior, z_dim = None, 0
+    elif c.model == "svg-fp":
+        prior, z_dim = FixedPrior(c.z_dim), c.z_dim
+    else:
+        prior, z_dim = LearnedPrior(c.g_dim, c.z_dim, c.rnn_size, c.prior_layers), c.z_dim
+    predictor = LSTM(c.g_dim + z_dim, c.g_dim, c.rnn_size, c.predictor_layers)
+    svg = SVG(encoder, decoder, predictor, prior, (c.channels, c.image_size, c.image_size),
+              c.likelihood_scale, c.kl_weight, c.skip_frame)
+    svg.apply(init_weights)
+    if prior is None:
+        return svg, EmptyGuide()
+    guide = RecurrentPosterior(svg, c.rnn_size, c.posterior_layers)
     guide.apply(init_weights)
     return svg, guide
 

@@ -38,8 +38,7 @@ def atomic_torch_save(obj, path: Path) -> None:
 def trained_parameters(svg: nn.Module, guide) -> tuple[list[str], list[nn.Parameter]]:
     """(Pyro names, parameters) of a model and guide, in the optimizer's order."""
     named = [(f"svg$$${n}", p) for n, p in svg.named_parameters()]
-    if isinstance(guide, nn.Module):
-        named += [(f"posterior$$${n}", p) for n, p in guide.named_parameters()]
+    named += [(f"posterior$$${n}", p) for n, p in guide.named_parameters()]
     return [n for n, _ in named], [p for _, p in named]
 
 
@@ -83,7 +82,7 @@ def save_checkpoint(path, config: Config, step: int, svg: nn.Module, guide, opti
         "config": config.to_dict(),
         "step": step,
         "model": svg.state_dict(),
-        "guide": guide.state_dict() if isinstance(guide, nn.Module) else {},
+        "guide": guide.state_dict(),
         "optimizer": optimizer_state,
         "rng": rng_by_rank[0],
         "rng_by_rank": rng_by_rank,
@@ -154,9 +153,8 @@ def load_model(path, device: str | torch.device = "cpu"):
     config = Config.from_dict(state["config"])
     svg, guide = build_model(config)
     svg.load_state_dict(state["model"])
-    if isinstance(guide, nn.Module):
-        guide.load_state_dict(state["guide"])
-        guide.to(device).eval()
+    guide.load_state_dict(state["guide"])
+    guide.to(device).eval()
     svg.to(device).eval()
     return config, svg, guide, state["step"]
 

@@ -9,19 +9,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from svg_pyro.errors import InvalidInput, InvalidType
+from svg_pyro.errors import InvalidInput
 
 # Size of the fixed, seeded evaluation sets.
 SMMNIST_TEST_VIDEOS = 256
-
-
-def check_video_shape(videos: torch.Tensor, frame_shape) -> None:
-    if not torch.is_tensor(videos) or not videos.is_floating_point():
-        raise InvalidType(f"videos must be a floating-point tensor (B, T, C, H, W), got "
-                        f"{type(videos).__name__} {getattr(videos, 'dtype', '')}")
-    if videos.dim() != 5 or tuple(videos.shape[2:]) != tuple(frame_shape):
-        raise InvalidInput(f"videos must have shape (batch, time, {', '.join(map(str, frame_shape))}), "
-                         f"got {tuple(videos.shape)}; check the dataset's channels and image_size")
 
 
 def check_video_values(videos: torch.Tensor) -> None:

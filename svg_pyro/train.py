@@ -274,8 +274,7 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
     if world.rank > 0:
         torch.manual_seed(rank_seed(config.seed, world.rank))  # its own latent noise
     svg.to(device).train()
-    if isinstance(guide, torch.nn.Module):
-        guide.to(device).train()
+    guide.to(device).train()
     objective = training_objective(svg, guide, config.elbo)
     parallel_objective = world.wrap(objective)
     names, params = trained_parameters(svg, guide)
@@ -283,8 +282,7 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
     start = 0
     if state is not None:
         svg.load_state_dict(state["model"])
-        if isinstance(guide, torch.nn.Module):
-            guide.load_state_dict(state["guide"])
+        guide.load_state_dict(state["guide"])
         load_optimizer_state_by_name(optimizer, names, state["optimizer"], ckpt_path)
         for group in optimizer.param_groups:  # an --lr given with --resume takes effect
             group["lr"] = config.lr

@@ -23,8 +23,7 @@ def built(model="svg-lp", seed=0):
     pyro.set_rng_seed(seed)
     svg, guide = build_model(preset("tiny", model=model))
     svg.eval()
-    if isinstance(guide, torch.nn.Module):
-        guide.eval()
+    guide.eval()
     return svg, guide
 
 

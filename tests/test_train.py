@@ -7,7 +7,8 @@ import torch
 
 from svg_pyro.checkpoint import CheckpointError, load_checkpoint
 from svg_pyro.config import preset
-from svg_pyro.datasets import check_video_shape, check_video_values
+from svg_pyro.datasets import check_video_values
+from svg_pyro.models.svg import check_video_shape
 from svg_pyro.cli import run_subcommand
 from svg_pyro.train import TrainingDiverged, train
 
