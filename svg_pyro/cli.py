@@ -63,8 +63,17 @@ def run(command: Command, args: argparse.Namespace) -> int:
 # options shared by several subcommands
 
 
-def _device_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda[:N]")
+def _device_option(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    p.add_argument("--device", default=default, help="auto (a GPU when there is one), cpu or cuda[:N]")
+
+
+def _defaults(function) -> dict:
+    """The keyword defaults of the library function a subcommand calls: its options take them from
+    there, so the command line and the Python API cannot drift apart."""
+    import inspect
+
+    return {name: parameter.default for name, parameter in inspect.signature(function).parameters.items()
+            if parameter.default is not inspect.Parameter.empty}
 
 
 def _progress_option(p: argparse.ArgumentParser) -> None:
@@ -141,29 +150,31 @@ def _train(args) -> int:
 
 
 def _evaluate_options(p: argparse.ArgumentParser) -> None:
-    from svg_pyro.evaluate import BN_MODES, DEFAULT_MAX_BATCH
+    from svg_pyro.evaluate import BN_MODES, evaluate
+
+    default = _defaults(evaluate)
 
     p.add_argument("--checkpoint", required=True, help="checkpoint.pt of the model to evaluate, or a shipped model's short name")
     p.add_argument("--out", help="output directory (default: runs/evaluate-NAME, NAME the checkpoint's "
                                  "short name or its run directory's name)")
-    p.add_argument("--samples", type=int, default=100, help="futures drawn per test video")
-    p.add_argument("--videos", type=int, default=256, help="test videos (the first ones of the test set)")
+    p.add_argument("--samples", type=int, default=default["samples"], help="futures drawn per test video")
+    p.add_argument("--videos", type=int, default=default["videos"], help="test videos (the first ones of the test set)")
     p.add_argument("--n-past", type=int, help="conditioning frames (default: the checkpoint's n_past)")
     p.add_argument("--horizon", type=int, help="predicted frames (default: 25 SM-MNIST, 30 KTH, 28 BAIR)")
-    p.add_argument("--prior", choices=("learned", "fixed"), default="learned",
+    p.add_argument("--prior", choices=("learned", "fixed"), default=default["prior"],
                    help="learned: the checkpoint's own prior; fixed: swap in N(0, I) at sampling time")
     p.add_argument("--prior-checkpoint", help="sample under the learned prior of this SVG-LP checkpoint")
     p.add_argument("--det-checkpoint", help="checkpoint of the deterministic baseline")
-    _device_option(p)
-    p.add_argument("--bn", choices=BN_MODES, default="eval",
+    _device_option(p, default["device"])
+    p.add_argument("--bn", choices=BN_MODES, default=default["bn"],
                    help="BatchNorm at sampling time: eval = running statistics, train = batch statistics")
-    p.add_argument("--batch", type=int, default=DEFAULT_MAX_BATCH, help="(sample, video) rows per forward pass")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=default["max_batch"], help="(sample, video) rows per forward pass")
+    p.add_argument("--seed", type=int, default=default["seed"])
     p.add_argument("--window", type=int, nargs=2, metavar=("FIRST", "LAST"),
                    help="also report best-of-N averaged over these frame indices (e.g. 10 20)")
     p.add_argument("--data-root", help="prepared KTH/BAIR store, if it moved since training")
     p.add_argument("--mnist-root", help="MNIST IDX files, if they moved since training")
-    p.add_argument("--bound-particles", type=int, nargs="+", default=[], metavar="K",
+    p.add_argument("--bound-particles", type=int, nargs="+", default=list(default["bound_particles"]), metavar="K",
                    help="also the held-out ELBO and importance-weighted bounds on log p(x) with K latent "
                         "paths each (e.g. 1 10 100; nats per frame; svg_pyro.bounds)")
     _progress_option(p)
@@ -193,22 +204,24 @@ def _evaluate(args) -> int:
 
 
 def _trajectory_options(p: argparse.ArgumentParser) -> None:
-    from svg_pyro.trajectory import STUDY_STEPS, WALL_STEPS
+    from svg_pyro.trajectory import STUDY_STEPS, run_studies
+
+    default = _defaults(run_studies)
 
     p.add_argument("--checkpoint", required=True, help="checkpoint (or shipped short name) of the model to study (normally SVG-LP)")
     p.add_argument("--fp-checkpoint", help="an SVG-FP checkpoint to compare")
     p.add_argument("--det-checkpoint", help="a deterministic-model checkpoint to compare")
     p.add_argument("--out", required=True, help="directory for study.json, distances.md and a folder of "
                                                 "figures per trajectory")
-    p.add_argument("--samples", type=int, default=100, help="samples per digit (the det model needs one)")
-    p.add_argument("--digits", type=int, default=10, help="test digits rendered on each trajectory")
-    p.add_argument("--trajectory-seed", type=int, default=0,
+    p.add_argument("--samples", type=int, default=default["samples"], help="samples per digit (the det model needs one)")
+    p.add_argument("--digits", type=int, default=default["digits"], help="test digits rendered on each trajectory")
+    p.add_argument("--trajectory-seed", type=int, default=default["trajectory_seed"],
                    help="seed of the test videos searched for the trajectories (and of the digit choice)")
-    p.add_argument("--wall-steps", type=int, nargs="+", default=list(WALL_STEPS),
+    p.add_argument("--wall-steps", type=int, nargs="+", default=list(default["wall_steps"]),
                    help="one trajectory per value: predicted steps whose motion is certain before its wall hit")
     p.add_argument("--frames", type=int, help=f"video length (default: the checkpoint's n_past + {STUDY_STEPS})")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    _device_option(p)
+    p.add_argument("--seed", type=int, default=default["seed"], help="sampling seed")
+    _device_option(p, default["device"])
     _progress_option(p)
 
 

@@ -215,7 +215,7 @@ class StudyData:
     templates: torch.Tensor  # (K, 32, 32)
 
 
-def load_models(checkpoint, fp_checkpoint=None, det_checkpoint=None, device: str = "cpu") -> dict:
+def load_models(checkpoint, fp_checkpoint=None, det_checkpoint=None, device: str = "auto") -> dict:
     """{model type: dict(path, config, svg, guide, step)}: the studied checkpoint and the optional
     SVG-FP and deterministic references, refused unless all were trained on the same data."""
     from svg_pyro.build import resolve_device
@@ -355,7 +355,7 @@ def write_study(out, report: dict, example: dict) -> None:
 
 def run_study(checkpoint, out, fp_checkpoint=None, det_checkpoint=None, samples: int = 100,
               digits: int = 10, trajectory_seed: int = 0, frames: int | None = None, seed: int = 0,
-              device: str = "cpu", progress: bool = True,
+              device: str = "auto", progress: bool = True,
               deterministic_steps: int = DETERMINISTIC_STEPS) -> dict:
     """One trajectory: writes trajectory.json and the figures to ``out`` and returns the report."""
     _check_sizes(samples, digits)
@@ -402,7 +402,7 @@ def distances_table(study: dict) -> str:
 
 def run_studies(checkpoint, out, fp_checkpoint=None, det_checkpoint=None, samples: int = 100,
                 digits: int = 10, trajectory_seed: int = 0, frames: int | None = None, seed: int = 0,
-                device: str = "cpu", progress: bool = True, wall_steps=WALL_STEPS) -> dict:
+                device: str = "auto", progress: bool = True, wall_steps=WALL_STEPS) -> dict:
     """The supplement's Fig. 4 study: one trajectory per entry of ``wall_steps`` (its motion certain
     for that many predicted steps), each written to ``out/wall-step-K/`` as ``run_study`` writes one;
     ``out/study.json`` and ``out/distances.md`` hold every trajectory's distances and their average

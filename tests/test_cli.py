@@ -128,3 +128,24 @@ def test_each_option_states_its_default_at_most_once(name):
         text = p.formatter_class(name)._get_help_string(action)
         rendered = text % {**vars(action), "default": action.default}
         assert rendered.count("(default") <= 1 and "(default: None)" not in rendered, rendered
+
+
+@pytest.mark.parametrize("name,function", [("evaluate", "svg_pyro.evaluate:evaluate"),
+                                           ("trajectory", "svg_pyro.trajectory:run_studies")])
+def test_options_default_to_what_the_library_function_does(name, function):
+    import importlib
+    import inspect
+
+    module, attribute = function.split(":")
+    signature = inspect.signature(getattr(importlib.import_module(module), attribute))
+    p = cli._subcommand_parser(argparse.ArgumentParser(prog=name), cli.COMMANDS[name])
+    renamed = {"batch": "max_batch"}
+    checked = 0
+    for action in p._actions:
+        parameter = signature.parameters.get(renamed.get(action.dest, action.dest))
+        if parameter is None or parameter.default is inspect.Parameter.empty or action.default is None:
+            continue
+        given = action.default if not isinstance(action.default, list) else tuple(action.default)
+        assert given == (tuple(parameter.default) if isinstance(parameter.default, (list, tuple)) else parameter.default), action.dest
+        checked += 1
+    assert checked >= 5
