@@ -23,7 +23,8 @@ from svg_pyro.build import build_model, resolve_device
 from svg_pyro.config import preset
 from svg_pyro.datasets import make_datasets, training_batch
 from svg_pyro.distributed import World
-from svg_pyro.train import training_objective, training_step
+from svg_pyro.objective import training_objective
+from svg_pyro.train import training_step
 
 
 def count_host_reads(step, steps: int) -> int:

@@ -31,7 +31,8 @@ def measure(name: str, length: int, repeats: int) -> dict:
     from svg_pyro.config import preset
     from svg_pyro.datasets import make_datasets, training_batch
     from svg_pyro.distributed import World
-    from svg_pyro.train import training_objective, training_step
+    from svg_pyro.objective import training_objective
+    from svg_pyro.train import training_step
 
     config = preset(name, n_past=5, n_future=length - 5)
     pyro.set_rng_seed(0)

@@ -36,7 +36,8 @@ from svg_pyro.config import Config, preset
 from svg_pyro.datasets import make_datasets, training_batch
 from svg_pyro.distributed import World
 from svg_pyro.objective import make_elbo, plain_negative_elbo, reference_step_loss
-from svg_pyro.train import training_objective, training_step
+from svg_pyro.objective import training_objective
+from svg_pyro.train import training_step
 
 
 def _sync(device):

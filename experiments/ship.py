@@ -34,7 +34,7 @@ MODELS = {
     "smmnist-2digit-det": TWO_DIGITS + ["--model", "det"],
 }
 # the code each was trained with (the commits between them do not change a training step's numbers)
-COMMITS = {name: "50da004" if "1digit" in name else "21fd84b" for name in MODELS}
+COMMITS = {name: "50da004" if "1digit" in name else "a9695a4" for name in MODELS}
 PROBED = ("certain_displacement_error", "position_error_best", "position_error_mean",
           "copy_last_certain_displacement_error", "copy_last_position_error")
 

@@ -39,7 +39,7 @@ def _say_error(message: str) -> None:
 def run(command: Command, args: argparse.Namespace) -> int:
     """Run a subcommand; expected failures become one line on stderr and exit code 2."""
     from svg_pyro.distributed import PeerError
-    from svg_pyro.train import Stopped
+    from svg_pyro.signals import Stopped
 
     try:
         return command.run(args)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import math
 
 import torch
+from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import is_identically_zero
+from torch import nn
 from torch.distributions import kl_divergence
 
 from svg_pyro.errors import InvalidInput
@@ -171,3 +173,26 @@ def reference_step_loss(svg, posterior, videos: torch.Tensor, n_past: int, beta:
         mse_t.append(mse.item())
         kl_t.append(kl.item())
     return loss, mse_t, kl_t
+
+
+class Traced(nn.Module):
+    """A Pyro program as a module that keeps the trace of its last run (for the logged terms)."""
+
+    def __init__(self, program):
+        super().__init__()
+        self.program = program  # registered as a submodule when it is one, so it is trained
+        self.trace = None
+
+    def forward(self, *args):
+        tracer = poutine.trace(self.program)
+        out = tracer(*args)
+        self.trace = tracer.trace
+        return out
+
+
+def training_objective(svg, guide, elbo: str):
+    """Pyro's ELBO as a module, ``ELBO(model, guide)``: its forward is the differentiable -ELBO of
+    a batch (summed over videos) and its parameters are the model's and the guide's, so a torch
+    optimizer and DistributedDataParallel apply to it as to any network. ``.model.trace`` and
+    ``.guide.trace`` hold the last execution."""
+    return make_elbo(elbo)(Traced(svg), Traced(guide))

@@ -10,19 +10,15 @@ metrics.jsonl (one row per logged step) and samples_XXXXXX.png / .gif at interva
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
 import pyro
 import torch
-from pyro import poutine
-from torch import nn
 from tqdm.auto import tqdm
 
 from svg_pyro.atomic import atomic_path
@@ -44,130 +40,15 @@ from svg_pyro.datasets import check_video_values, make_datasets, training_batche
 from svg_pyro.distributed import World, join_world, on_main, rank_seed
 from svg_pyro.errors import InvalidInput, SvgPyroError
 from svg_pyro.motion import MotionProbe
-from svg_pyro.objective import kl_per_step, loss_terms, make_elbo, reference_loss
-from svg_pyro.plots import save_gif, save_video_grid
-from svg_pyro.sampling import generate
+from svg_pyro.objective import kl_per_step, loss_terms, reference_loss, training_objective
+from svg_pyro.plots import SAMPLE_VIDEOS, write_sample_grid
+from svg_pyro.run_dir import lock_run_dir, truncate_metrics
+from svg_pyro.signals import GracefulStop, Stopped
 from svg_pyro.tensorboard_log import TensorBoardLog
-
-SAMPLE_VIDEOS = 4  # test videos shown in the sample grids
-SAMPLES_PER_VIDEO = 2
-SAMPLE_SEED = 1234  # samples are drawn under a fixed seed, outside the training RNG stream
 
 
 class TrainingDiverged(SvgPyroError, RuntimeError):
     pass
-
-
-class RunLocked(SvgPyroError, RuntimeError):
-    pass
-
-
-class Stopped(Exception):
-    """The run stopped on a signal after writing its checkpoint; exit with 128 + signum."""
-
-    def __init__(self, signum: int, message: str):
-        super().__init__(message)
-        self.signum = signum
-
-
-def _write_samples(out: Path, step: int, config: Config, svg, guide, test_videos) -> torch.Tensor:
-    """Grid and GIF of ground truth vs samples on fixed test videos (BatchNorm running statistics);
-    returns the shown videos (rows, T, C, H, W)."""
-    n_frames = test_videos.shape[1]
-    cuda = [test_videos.device.index or 0] if test_videos.is_cuda else []
-    with torch.random.fork_rng(devices=cuda), poutine.block():
-        torch.manual_seed(SAMPLE_SEED)
-        samples = generate(svg, guide, test_videos, config.n_past, n_frames, SAMPLES_PER_VIDEO, bn="eval")
-    rows, labels = [], []
-    for v in range(test_videos.shape[0]):
-        rows.append(test_videos[v])
-        labels.append(f"video {v}\ntruth")
-        for s in range(samples.shape[0]):
-            rows.append(samples[s, v])
-            labels.append(f"sample {s}")
-    rows = torch.stack(rows)
-    title = f"{config.model} step {step}: {config.n_past} given (green) + {n_frames - config.n_past} generated"
-    save_video_grid(out / f"samples_{step:06d}.png", rows, labels, config.n_past, title)
-    save_gif(out / f"samples_{step:06d}.gif", rows)
-    return rows
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop rows logged after the checkpoint we resume from (they will be recomputed)."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(line + "\n" for line in keep))
-
-
-def _lock_run_dir(out: Path):
-    """Hold an advisory lock on ``out`` for the life of this process (the OS drops it when the
-    process dies, however it dies); a second run into the same directory is refused."""
-    out.mkdir(parents=True, exist_ok=True)
-    lock = open(out / ".lock", "a+")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        holder = lock.read().strip() or "another process"
-        lock.close()
-        raise RunLocked(f"{out} is in use by a running training ({holder}); wait for it to end, "
-                        "or choose another --out") from None
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"pid {os.getpid()}\n")
-    lock.flush()
-    for stray in out.glob("*.tmp"):  # left by a crash in the middle of a write
-        stray.unlink()
-    return lock
-
-
-class GracefulStop:
-    """SIGTERM / SIGINT: let the current step finish, then checkpoint and stop. A second signal
-    stops the process at once (the last checkpoint on disk is intact: writes are atomic)."""
-
-    def __init__(self):
-        self.signum = None
-
-    def _handle(self, signum, frame):
-        if self.signum is not None:
-            os._exit(128 + signum)
-        self.signum = signum
-
-    def __enter__(self):
-        self._saved = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._saved[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self._saved.items():
-            signal.signal(sig, handler)
-
-
-class Traced(nn.Module):
-    """A Pyro program as a module that keeps the trace of its last run (for the logged terms)."""
-
-    def __init__(self, program):
-        super().__init__()
-        self.program = program  # registered as a submodule when it is one, so it is trained
-        self.trace = None
-
-    def forward(self, *args):
-        tracer = poutine.trace(self.program)
-        out = tracer(*args)
-        self.trace = tracer.trace
-        return out
-
-
-def training_objective(svg, guide, elbo: str):
-    """Pyro's ELBO as a module, ``ELBO(model, guide)``: its forward is the differentiable -ELBO of
-    a batch (summed over videos) and its parameters are the model's and the guide's, so a torch
-    optimizer and DistributedDataParallel apply to it as to any network. ``.model.trace`` and
-    ``.guide.trace`` hold the last execution."""
-    return make_elbo(elbo)(Traced(svg), Traced(guide))
 
 
 def training_step(objective, optimizer, svg, videos, n_past: int, world: World,
@@ -222,7 +103,7 @@ def _train(config: Config, out: Path, resume: bool, progress: bool, world: World
     def read_start():
         nonlocal lock
         created = not out.exists()
-        lock = _lock_run_dir(out)
+        lock = lock_run_dir(out)
         try:
             return check_start()
         except Exception:  # a refused start leaves no lock, and no folder it made, behind
@@ -293,7 +174,7 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
             torch.manual_seed(rank_seed(config.seed, world.rank, state["step"]))
         start = state["step"]
         if world.is_main:
-            _truncate_metrics(out / "metrics.jsonl", start)
+            truncate_metrics(out / "metrics.jsonl", start)
     test_videos = torch.stack([test_set[i] for i in range(SAMPLE_VIDEOS)]).to(device)
     # SM-MNIST knows where its digits are: at the sample intervals, score the motion of generated digits
     probe = (MotionProbe(test_set, config.n_past, config.probe_videos)
@@ -375,7 +256,7 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
                 raise Stopped(signum, f"stopped by {signal.Signals(signum).name} at step {done}: checkpoint "
                                       f"saved in {out}; continue with: python svi_train.py --out {out} --resume")
             if world.is_main and sampling:
-                shown = _write_samples(out, done, config, svg, guide, test_videos)
+                shown = write_sample_grid(out, done, config, svg, guide, test_videos)
                 if board:
                     board.samples(done, shown)
     bar.close()

@@ -26,7 +26,8 @@ from svg_pyro.config import preset
 from svg_pyro.datasets import make_datasets, training_batch, training_batches
 from svg_pyro.distributed import World
 from svg_pyro.sampling import generate
-from svg_pyro.train import train, training_objective, training_step
+from svg_pyro.objective import training_objective
+from svg_pyro.train import train, training_step
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")]

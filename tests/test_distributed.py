@@ -22,7 +22,8 @@ from svg_pyro.config import preset
 from svg_pyro.datasets import make_datasets, training_batch
 from svg_pyro.distributed import World, join_world
 from svg_pyro.cli import run_subcommand
-from svg_pyro.train import training_objective, training_step
+from svg_pyro.objective import training_objective
+from svg_pyro.train import training_step
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "tiny", "--device", "cpu", "--no-progress", "--sample-every", "1000"]

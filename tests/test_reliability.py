@@ -242,7 +242,8 @@ def test_a_read_only_filesystem_is_reported_in_one_line(tmp_path, monkeypatch, c
 
 def test_a_non_finite_gradient_with_a_finite_loss_is_not_applied(tiny):
     from svg_pyro.distributed import World
-    from svg_pyro.train import training_objective, training_step
+    from svg_pyro.objective import training_objective
+    from svg_pyro.train import training_step
 
     config, svg, guide, batch = tiny
     objective = training_objective(svg, guide, config.elbo)

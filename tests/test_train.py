@@ -210,7 +210,7 @@ def test_a_checkpoint_written_by_pyro_optim_resumes_exactly(tmp_path, tiny_data)
 
 
 def test_bf16_autocast_runs_the_networks_in_bf16_and_keeps_the_densities_fp32(tiny):
-    from svg_pyro.train import training_objective
+    from svg_pyro.objective import training_objective
 
     config, svg, guide, batch = tiny
     objective = training_objective(svg, guide, "meanfield")
