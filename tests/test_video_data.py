@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from svg_pyro import prepare, video_store
+from svg_pyro import prepare, tfrecord, video_store
 from svg_pyro.cli import run_subcommand
 from svg_pyro.config import preset
 from svg_pyro.datasets import make_datasets, training_batch
@@ -334,15 +334,15 @@ def bair(tmp_path_factory):
 def test_crc32c_and_example_parser():
     assert crc32c_reference(b"123456789") == 0xE3069283  # the standard CRC32C check value
     data = os.urandom(1000)
-    assert prepare.masked_crc32c(data) == tfrecord_mask(crc32c_reference(data))
+    assert tfrecord.masked_crc32c(data) == tfrecord_mask(crc32c_reference(data))
     features = {"img": b"\x00\x01\xff", "f": [0.5, -2.0], "i": [3, -7, 2**40]}
-    parsed = prepare.parse_example(pb_example(features))
+    parsed = tfrecord.parse_example(pb_example(features))
     assert [bytes(v) for v in parsed["img"]] == [b"\x00\x01\xff"]
     assert parsed["f"] == [0.5, -2.0] and parsed["i"] == [3, -7, 2**40]
     # unpacked (one field per value) floats and int64s are read too
     unpacked = pb_field(2, b"".join(pb_varint(1 << 3 | 5) + struct.pack("<f", x) for x in (1.0, 4.0)))
     example = pb_field(1, pb_field(1, pb_field(1, b"u") + pb_field(2, unpacked)))
-    assert prepare.parse_example(example) == {"u": [1.0, 4.0]}
+    assert tfrecord.parse_example(example) == {"u": [1.0, 4.0]}
 
 
 def test_bair_frames_match_the_records(bair):
