@@ -79,7 +79,8 @@ def video_bounds(svg, guide, videos: torch.Tensor, n_past: int, particles=DEFAUL
     """Bounds of each of ``videos`` (B, T, C, H, W): ``elbo`` (B,), its per-step ``loglik_t`` and
     ``kl_t`` (B, T-1) from the first draw, and ``iwae`` {K: (B,)} from the first K of max(particles)
     draws of the path, drawn ``max_batch`` video-paths at a time. numpy arrays."""
-    count = max(particles)
+    # without a latent every path is the same one, and it is the exact log-likelihood whatever K is
+    count = max(particles) if svg.z_dim else 1
     per_call = max(1, max_batch // videos.shape[0])
     log_weights, first = [], None
     for start in range(0, count, per_call):
@@ -89,7 +90,7 @@ def video_bounds(svg, guide, videos: torch.Tensor, n_past: int, particles=DEFAUL
         if first is None:
             first = {key: value[: videos.shape[0]] for key, value in terms.items()}
     log_weights = torch.cat(log_weights).double()
-    iwae = {k: (torch.logsumexp(log_weights[:k], 0) - math.log(k)).cpu().numpy() for k in particles}
+    iwae = {k: (torch.logsumexp(log_weights[:k], 0) - math.log(min(k, count))).cpu().numpy() for k in particles}
     loglik, kl = first["loglik_t"].double().cpu().numpy(), first["kl_t"].double().cpu().numpy()
     return {"elbo": loglik.sum(1) - kl.sum(1), "loglik_t": loglik, "kl_t": kl, "iwae": iwae}
 
@@ -120,8 +121,7 @@ def heldout_bounds(svg, guide, test_set, videos: int, n_past: int, particles=DEF
     from tqdm.auto import tqdm
 
     svg.eval()
-    if guide is not None and hasattr(guide, "eval"):
-        guide.eval()
+    guide.eval()
     device = next(svg.parameters()).device
     block = max(1, min(videos, max_batch))
     parts = []

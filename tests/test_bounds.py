@@ -23,6 +23,8 @@ Q_SCALE, Q_GAIN = 0.8, 0.3  # the guide q(z_t | x_t) = N(Q_GAIN x_t, Q_SCALE^2):
 class LinearGaussian:
     """SVG's site names and plate on a model whose marginal is known: p(x_t) = N(0, A^2 + S^2)."""
 
+    z_dim = 1  # one latent per step, as SVG's ``z_dim`` says
+
     def share_encodings(self):
         return contextlib.nullcontext()
 
