@@ -97,14 +97,14 @@ class SwapPriorMessenger(Messenger):
         new = self.replacement(site[1], fn)
         if new.event_shape != fn.event_shape:
             raise InvalidInput(f"the replacement prior of {msg['name']} has event shape {tuple(new.event_shape)} "
-                             f"but the model's has {tuple(fn.event_shape)}: both models need the same z_dim")
+                               f"but the model's has {tuple(fn.event_shape)}: both models need the same z_dim")
         if new.batch_shape != fn.batch_shape:
             try:
                 new = new.expand(fn.batch_shape)
             except (RuntimeError, ValueError) as err:
                 raise InvalidInput(f"the replacement prior of {msg['name']} has batch shape "
-                                 f"{tuple(new.batch_shape)}, which does not fit the site's "
-                                 f"{tuple(fn.batch_shape)}") from err
+                                   f"{tuple(new.batch_shape)}, which does not fit the site's "
+                                   f"{tuple(fn.batch_shape)}") from err
         msg["fn"] = new
 
 
@@ -123,7 +123,7 @@ class LearnedPriorMessenger(SwapPriorMessenger):
     def __init__(self, other, videos, from_step: int):
         if getattr(other, "prior", None) is None or isinstance(other.prior, FixedPrior):
             raise InvalidInput("learned_prior_of needs an SVG-LP model (a learned prior); for N(0, I) "
-                             "use swap_prior(fixed_prior, from_step)")
+                               "use swap_prior(fixed_prior, from_step)")
         super().__init__(self._next_prior, from_step)
         self.other, self.videos = other, videos
         self._restart()

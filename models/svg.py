@@ -97,7 +97,7 @@ class SVG(nn.Module):
         total = observed if n_frames is None else n_frames
         if not 1 <= n_past <= observed <= total:
             raise InvalidInput(f"need 1 <= n_past ({n_past}) <= observed frames ({observed}) "
-                             f"<= n_frames ({total})")
+                               f"<= n_frames ({total})")
         pyro.module("svg", self)
         h_obs, skips_obs = self.encode(videos)
         # Split the time axis once: indexing the stacks per step would make each step's backward

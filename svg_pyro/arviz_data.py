@@ -50,7 +50,7 @@ def to_inference_data(prediction: dict, videos: torch.Tensor, n_past: int) -> az
     frames = prediction["frames"]
     if videos.shape[0] != frames.shape[1] or videos.shape[1] < frames.shape[2]:
         raise InvalidInput(f"videos {tuple(videos.shape)} do not match the prediction's {frames.shape[1]} "
-                         f"videos of {frames.shape[2]} frames")
+                           f"videos of {frames.shape[2]} frames")
     z = prediction.get("z")
     return _inference_data(frame_statistics(frames), None if z is None else z.cpu().numpy(),
                            frame_statistics(videos[:, :frames.shape[2]]), n_past)

@@ -46,5 +46,5 @@ def resolve_device(name: str) -> torch.device:
         raise InvalidInput(f"--device {name} is not a device this program runs on; use auto, cpu or cuda[:N]")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInput(f"--device {name} was asked for but PyTorch sees no CUDA GPU; "
-                         "use --device cpu (or auto)")
+                           "use --device cpu (or auto)")
     return device

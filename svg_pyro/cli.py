@@ -373,7 +373,7 @@ def _subcommand_parser(p: argparse.ArgumentParser, command: Command) -> argparse
 
 def parser(prog: str = "svg-pyro") -> argparse.ArgumentParser:
     p = _Parser(prog=prog, description="Stochastic Video Generation (SVG-LP, SVG-FP and "
-                                                       "the deterministic baseline) in Pyro.")
+                                       "the deterministic baseline) in Pyro.")
     sub = p.add_subparsers(metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():
         _subcommand_parser(sub.add_parser(name, help=command.description), command)

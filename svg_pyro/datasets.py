@@ -23,11 +23,11 @@ def check_video_values(videos: torch.Tensor) -> None:
     if not torch.isfinite(videos).all():
         bad = (~torch.isfinite(videos)).flatten(1).any(1).nonzero().flatten().tolist()
         raise InvalidInput(f"videos {bad} of the batch hold NaN or infinite pixels; "
-                         "check the data source or the preparation step")
+                           "check the data source or the preparation step")
     lo, hi = videos.min().item(), videos.max().item()
     if lo < 0 or hi > 1:
         raise InvalidInput(f"pixel values must lie in [0, 1], got [{lo:.3g}, {hi:.3g}]; "
-                         "divide uint8 frames by 255")
+                           "divide uint8 frames by 255")
 
 
 def make_datasets(config, split_lengths: tuple[int, int] | None = None):

@@ -125,7 +125,7 @@ def join_world(device: str = "auto"):
     if chosen.type == "cuda":
         if chosen.index is not None:
             raise InvalidInput(f"--device {device} under torchrun: each process takes the GPU of its "
-                             "LOCAL_RANK; pass --device cuda (or auto)")
+                               "LOCAL_RANK; pass --device cuda (or auto)")
         chosen = torch.device("cuda", local_rank)
         torch.cuda.set_device(chosen)
     created = not dist.is_initialized()

@@ -144,7 +144,7 @@ def _check_same_data(config, other, path) -> None:
     for name in ("dataset", "channels", "image_size"):
         if getattr(config, name) != getattr(other, name):
             raise InvalidInput(f"{path} was trained on {name}={getattr(other, name)!r} but the evaluated "
-                             f"checkpoint on {getattr(config, name)!r}; compare models of the same data")
+                               f"checkpoint on {getattr(config, name)!r}; compare models of the same data")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,18 +215,18 @@ def load_evaluation(checkpoint, *, samples: int = 100, videos: int = 256, n_past
     n_frames = n_past + horizon
     if window is not None and not n_past <= window[0] <= window[1] < n_frames:
         raise InvalidInput(f"--window {window[0]} {window[1]} must lie within the predicted frames "
-                         f"{n_past}..{n_frames - 1}; lower it or raise --horizon")
+                           f"{n_past}..{n_frames - 1}; lower it or raise --horizon")
     # what the score arrays and one chunk of sampled frames hold, refused before allocating
     need = 4 * (len(METRICS) * samples * videos * horizon
                 + max_batch * n_frames * config.channels * config.image_size**2)
     if need > MAX_MEMORY:
         raise InvalidInput(f"{samples} samples of {videos} videos over {horizon} frames (--batch {max_batch}) "
-                         f"need about {need / 2**30:,.0f} GiB of memory; lower --horizon, --samples, "
-                         "--videos or --batch")
+                           f"need about {need / 2**30:,.0f} GiB of memory; lower --horizon, --samples, "
+                           "--videos or --batch")
     _, test_set = make_datasets(config, split_lengths=(config.frames_per_video, n_frames))
     if videos > len(test_set):
         raise InvalidInput(f"--videos {videos} asks for more test videos than the {config.dataset} test "
-                         f"set holds ({len(test_set)})")
+                           f"set holds ({len(test_set)})")
 
     prior_arg, prior_label = ("fixed", "fixed N(0, I)") if prior == "fixed" else (None, "own")
     if svg.prior is None:
@@ -238,7 +238,7 @@ def load_evaluation(checkpoint, *, samples: int = 100, videos: int = 256, n_past
         _check_same_data(config, other_config, prior_checkpoint)
         if other_config.model != "svg-lp" or other_config.z_dim != config.z_dim:
             raise InvalidInput(f"--prior-checkpoint must be an SVG-LP model with z_dim {config.z_dim}; "
-                             f"{prior_checkpoint} is {other_config.model} with z_dim {other_config.z_dim}")
+                               f"{prior_checkpoint} is {other_config.model} with z_dim {other_config.z_dim}")
         prior_arg, prior_label = other, f"learned prior of {prior_checkpoint}"
     return Evaluation(checkpoint=checkpoint, config=config, svg=svg, guide=guide, step=step,
                       device=torch_device, test_set=test_set, samples=samples, videos=videos,
@@ -261,7 +261,7 @@ def score_all(ev: Evaluation, det_checkpoint=None, progress: bool = True):
         _check_same_data(ev.config, det_config, det_checkpoint)
         if det_config.model != "det":
             raise InvalidInput(f"--det-checkpoint must be a deterministic model (model 'det'); "
-                             f"{det_checkpoint} is {det_config.model}")
+                               f"{det_checkpoint} is {det_config.model}")
         det_shown = [Shown(truth=s.truth) for s in shown]
         scores["deterministic"] = _score_model(det, det_guide, ev.test_set, num_samples=1, prior=None,
                                                shown=det_shown, desc="det", **common)
@@ -332,7 +332,7 @@ def evaluate(checkpoint, out, *, samples: int = 100, videos: int = 256, n_past: 
     these K (``svg_pyro.bounds``) of the model and the deterministic baseline, under "bound"."""
     if bound_particles and (prior != "learned" or prior_checkpoint is not None):
         raise InvalidInput("--bound-particles scores a model under its own prior; drop --prior fixed / "
-                         "--prior-checkpoint, or --bound-particles")
+                           "--prior-checkpoint, or --bound-particles")
     if any(k < 1 for k in bound_particles):
         raise InvalidInput(f"--bound-particles must be at least 1, not {min(bound_particles)}")
     ev = load_evaluation(checkpoint, samples=samples, videos=videos, n_past=n_past, horizon=horizon,

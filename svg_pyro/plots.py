@@ -74,10 +74,10 @@ def save_gif(path, rows: torch.Tensor, fps: int = 4) -> None:
 def write_sample_grid(out: Path, step: int, config, svg, guide, test_videos) -> torch.Tensor:
     """Grid and GIF of ground truth vs samples on fixed test videos (BatchNorm running statistics);
     returns the shown videos (rows, T, C, H, W)."""
-    n_frames = test_videos.shape[1]
-    cuda = [test_videos.device.index or 0] if test_videos.is_cuda else []
     from svg_pyro.sampling import generate  # sampling draws on the models; pictures need not
 
+    n_frames = test_videos.shape[1]
+    cuda = [test_videos.device.index or 0] if test_videos.is_cuda else []
     with torch.random.fork_rng(devices=cuda), poutine.block():
         torch.manual_seed(SAMPLE_SEED)
         samples = generate(svg, guide, test_videos, config.n_past, n_frames, SAMPLES_PER_VIDEO, bn="eval")

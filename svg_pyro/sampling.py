@@ -48,7 +48,7 @@ def batchnorm_mode(modules, mode: str):
     their mode and running statistics afterwards."""
     if mode not in BN_MODES:
         raise InvalidInput(f"BatchNorm mode {mode!r} is unknown; choose 'eval' (running statistics) "
-                         "or 'train' (batch statistics)")
+                           "or 'train' (batch statistics)")
     layers = [m for module in modules if isinstance(module, nn.Module)
               for m in module.modules() if isinstance(m, BATCHNORMS)]
     saved = [(m.training, {k: v.clone() for k, v in m.named_buffers()}) for m in layers]

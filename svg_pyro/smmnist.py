@@ -58,11 +58,11 @@ def _read_idx_images(path: Path) -> np.ndarray:
         raise InvalidInput(f"cannot read MNIST IDX file {path} ({err}); download it again") from err
     if len(raw) < 16 or int.from_bytes(raw[:4], "big") != 2051:
         raise InvalidInput(f"{path} is not an MNIST image file (IDX magic 2051 expected); "
-                         "pass the directory holding the original train/t10k images files")
+                           "pass the directory holding the original train/t10k images files")
     n, rows, cols = (int.from_bytes(raw[i:i + 4], "big") for i in (4, 8, 12))
     if len(raw) != 16 + n * rows * cols:
         raise InvalidInput(f"{path} is truncated: header says {n} images of {rows}x{cols}, "
-                         f"file holds {len(raw) - 16} pixel bytes; download it again")
+                           f"file holds {len(raw) - 16} pixel bytes; download it again")
     return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows, cols)
 
 
@@ -71,7 +71,7 @@ def _find_idx(root: Path, stem: str) -> Path:
         if (root / name).is_file():
             return root / name
     raise MissingInput(f"--mnist-root {root} has no {stem}[.gz]; it must hold the MNIST files "
-                            "train-images-idx3-ubyte and t10k-images-idx3-ubyte (optionally gzipped)")
+                       "train-images-idx3-ubyte and t10k-images-idx3-ubyte (optionally gzipped)")
 
 
 def _embedded_digits() -> np.ndarray:
@@ -139,7 +139,7 @@ def allowed_velocity_table(table: np.ndarray, wall: str | None) -> np.ndarray:
     t = np.array(table, dtype=np.float64)
     if t.shape != (9, 9) or (t < 0).any() or t.sum() <= 0:
         raise InvalidInput("velocity table must be a 9x9 array of non-negative weights "
-                         "(rows dy = -4..4, columns dx = -4..4) with a positive sum")
+                           "(rows dy = -4..4, columns dx = -4..4) with a positive sum")
     dy, dx = np.meshgrid(SPEEDS, SPEEDS, indexing="ij")
     allowed = {None: True, "top": dy > 0, "bottom": dy < 0, "left": dx > 0, "right": dx < 0}[wall]
     t = t * allowed
@@ -188,7 +188,7 @@ def velocity_table(dataset: StochasticMovingMNIST) -> np.ndarray:
     """
     if dataset.deterministic:
         raise InvalidInput("the deterministic SM-MNIST variant reflects at walls and has no velocity "
-                         "distribution to study; use a stochastic dataset (deterministic=False)")
+                           "distribution to study; use a stochastic dataset (deterministic=False)")
     table = np.ones((9, 9)) if dataset.table is None else dataset.table
     return allowed_velocity_table(table, None)
 
@@ -247,7 +247,7 @@ def true_displacement_distributions(given_positions, n_steps: int, table: np.nda
         raise InvalidInput("need at least one given position")
     if (given < 0).any() or (given >= limit).any():
         raise InvalidInput(f"given positions must lie in 0..{limit - 1} (where the generator draws digits), "
-                         f"got {given.tolist()}")
+                           f"got {given.tolist()}")
     transition = _Transition(table, image_size)
     states = np.zeros(transition.shape)
     states[given[0, 1], given[0, 0]] = allowed_velocity_table(table, None)
@@ -257,7 +257,7 @@ def true_displacement_distributions(given_positions, n_steps: int, table: np.nda
         observed[y, x] = states[y, x]
         if observed.sum() <= 0:
             raise InvalidInput(f"the given positions are impossible under the generator's rules: no "
-                             f"velocity takes the digit from {given[t - 1].tolist()} to {[int(x), int(y)]}")
+                               f"velocity takes the digit from {given[t - 1].tolist()} to {[int(x), int(y)]}")
         states = observed / observed.sum()
     out = []
     for _ in range(n_steps):

@@ -22,7 +22,7 @@ class TensorBoardLog:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise InvalidInput("--tensorboard needs the tensorboard package: pip install 'svg-pyro[tensorboard]' "
-                             "(or train without --tensorboard)") from None
+                               "(or train without --tensorboard)") from None
         # On resume, TensorBoard drops the events logged after the checkpoint: they are recomputed.
         purge = None if resumed_at is None else resumed_at + 1
         self.writer = SummaryWriter(log_dir=str(Path(out) / "tensorboard"), purge_step=purge)

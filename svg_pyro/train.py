@@ -117,7 +117,7 @@ def _train(config: Config, out: Path, resume: bool, progress: bool, world: World
     def check_start():
         if config.batch_size < world.size:
             raise InvalidInput(f"--batch-size {config.batch_size} is smaller than the {world.size} processes; "
-                             "the batch is split between them, so give each at least one video")
+                               "the batch is split between them, so give each at least one video")
         if resume:
             state = load_checkpoint(ckpt_path)
             if state["format"] == WEIGHTS_FORMAT:

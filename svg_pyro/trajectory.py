@@ -136,7 +136,7 @@ def find_trajectory(dataset: StochasticMovingMNIST, n_past: int, deterministic_s
     n_steps = dataset.length - n_past
     if n_steps <= deterministic_steps:
         raise InvalidInput(f"{dataset.length} frames leave {n_steps} predicted steps; need more than "
-                         f"{deterministic_steps} to see the wall hit: raise --frames")
+                           f"{deterministic_steps} to see the wall hit: raise --frames")
     if dataset.num_digits != 1:
         raise InvalidInput("the trajectory study follows one digit: use a 1-digit dataset")
     table = velocity_table(dataset)
@@ -153,7 +153,7 @@ def find_trajectory(dataset: StochasticMovingMNIST, n_past: int, deterministic_s
         if first_random_step(truth) == deterministic_steps:
             return index, info, truth
     raise InvalidInput(f"no video among the first {max_videos} has its first wall hit {deterministic_steps} "
-                     "steps after the conditioning frames; try another --trajectory-seed")
+                       "steps after the conditioning frames; try another --trajectory-seed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,10 +187,10 @@ def load_study_model(path, role: str | None, device):
     config, svg, guide, step = load_model(path, device)
     if config.dataset != "smmnist" or config.num_digits != 1:
         raise InvalidInput(f"{path} holds a model of {config.num_digits}-digit {config.dataset}; the study "
-                         "needs one trained on 1-digit SM-MNIST (svi_train.py --preset smmnist-1digit-cpu)")
+                           "needs one trained on 1-digit SM-MNIST (svi_train.py --preset smmnist-1digit-cpu)")
     if role is not None and config.model != role:
         raise InvalidInput(f"{path} holds a {config.model} model, but was passed as the {role} reference; "
-                         f"pass a checkpoint trained with --model {role}")
+                           f"pass a checkpoint trained with --model {role}")
     return config, svg, guide, step
 
 
@@ -228,7 +228,7 @@ def load_models(checkpoint, fp_checkpoint=None, det_checkpoint=None, device: str
         config, svg, guide, step = load_study_model(path, role, device)
         if config.model in models:
             raise InvalidInput(f"two checkpoints hold {config.model} models ({models[config.model]['path']} "
-                             f"and {path}); pass one checkpoint per model type")
+                               f"and {path}); pass one checkpoint per model type")
         models[config.model] = dict(path=str(path), config=config, svg=svg, guide=guide, step=step)
     base = next(iter(models.values()))["config"]
     for name, m in models.items():
@@ -236,7 +236,7 @@ def load_models(checkpoint, fp_checkpoint=None, det_checkpoint=None, device: str
         for field in ("velocity", "deterministic", "image_size", "n_past"):
             if getattr(c, field) != getattr(base, field):
                 raise InvalidInput(f"the {name} checkpoint has {field}={getattr(c, field)!r} but the first "
-                                 f"has {getattr(base, field)!r}; compare models trained on the same data")
+                                   f"has {getattr(base, field)!r}; compare models trained on the same data")
     return models
 
 

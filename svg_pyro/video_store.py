@@ -274,7 +274,7 @@ class StoreWriter:
             for meta, frames in videos:
                 if frames.dtype != np.uint8 or frames.shape[1:] != self.frame_shape:
                     raise InvalidInput(f"frames of {meta['name']} are {frames.dtype} {frames.shape[1:]}, "
-                                     f"expected uint8 {self.frame_shape}")
+                                       f"expected uint8 {self.frame_shape}")
                 f.write(np.ascontiguousarray(frames).tobytes())
                 entries.append({**meta, "start": start, "length": len(frames)})
                 start += len(frames)
