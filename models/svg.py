@@ -4,7 +4,10 @@ For frames x_0..x_{T-1} and each step t = 1..T-1, with h_{t-1} = Enc(x_{t-1}):
 
     z_t ~ prior(z_t | x_{1:t-1})            site "z_{t}" (absent in the deterministic baseline)
     g_t = LSTM_theta([h_{t-1}, z_t])
-    x_t ~ N(Dec(g_t, skips), sigma^2 I)     site "x_{t}", observed when the frame is given
+    x_t ~ p(x_t | Dec(g_t, skips))          site "x_{t}", observed when the frame is given
+
+The frame likelihood is N(x_hat, sigma^2 I) as in the paper, or another family with mean x_hat
+(``svg_pyro.models.likelihoods``).
 
 Skips come from the previous frame x_{t-1} during conditioning, then from one fixed conditioning
 frame (``SVG.skip_index``): x_{n_past-1} as the paper says, or x_{n_past-2} as the reference code
@@ -16,12 +19,12 @@ from __future__ import annotations
 import contextlib
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro import poutine
 from torch import nn
 
 from svg_pyro.errors import InvalidInput, InvalidType
+from svg_pyro.models.likelihoods import frame_distribution
 from svg_pyro.networks import LSTM, Decoder, Encoder
 from svg_pyro.sites import frame_site, latent_site
 
@@ -44,12 +47,13 @@ def broadcast_cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 class SVG(nn.Module):
     def __init__(self, encoder: Encoder, decoder: Decoder, predictor: LSTM, prior: nn.Module | None,
-                 frame_shape: tuple[int, int, int], obs_scale: float, kl_weight: float = 1.0,
-                 skip_frame: str = "last"):
+                 frame_shape: tuple[int, int, int], obs_scale: float | None, kl_weight: float = 1.0,
+                 skip_frame: str = "last", likelihood: str = "gaussian"):
         super().__init__()
         self.encoder, self.decoder, self.predictor, self.prior = encoder, decoder, predictor, prior
         self.frame_shape = tuple(frame_shape)
-        self.obs_scale = float(obs_scale)
+        self.likelihood = likelihood
+        self.obs_scale = None if obs_scale is None else float(obs_scale)
         self.kl_weight = float(kl_weight)
         self.skip_lag = {"last": 0, "second-last": 1}[skip_frame]
         self._encodings = None  # cache, alive only inside share_encodings()
@@ -123,7 +127,7 @@ class SVG(nn.Module):
                     skip_terms[skip] = self.decoder.skip_terms([s[skip] for s in skip_steps])
                 x_hat = self.decoder.decode(g, skip_terms[skip]).float()  # fp32 density under autocast
                 frame = videos[:, t] if t < observed else None
-                pyro.sample(frame_site(t), dist.Normal(x_hat, self.obs_scale).to_event(3), obs=frame)
+                pyro.sample(frame_site(t), frame_distribution(self.likelihood, x_hat, self.obs_scale), obs=frame)
                 predictions.append(x_hat)
                 if t + 1 < total:
                     h_prev = h_steps[t] if t < observed else self.encoder(x_hat)[0]

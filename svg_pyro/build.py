@@ -24,7 +24,7 @@ def build_model(config):
         prior, z_dim = LearnedPrior(c.g_dim, c.z_dim, c.rnn_size, c.prior_layers), c.z_dim
     predictor = LSTM(c.g_dim + z_dim, c.g_dim, c.rnn_size, c.predictor_layers)
     svg = SVG(encoder, decoder, predictor, prior, (c.channels, c.image_size, c.image_size),
-              c.likelihood_scale, c.kl_weight, c.skip_frame)
+              c.likelihood_scale, c.kl_weight, c.skip_frame, c.likelihood)
     svg.apply(init_weights)
     if prior is None:
         return svg, EmptyGuide()

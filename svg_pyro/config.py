@@ -10,9 +10,10 @@ import math
 from dataclasses import dataclass, field
 
 from svg_pyro.errors import InvalidInput
+from svg_pyro.models.likelihoods import LIKELIHOODS, likelihood_scale
 
 MODELS = ("svg-lp", "svg-fp", "det")
-ELBOS = ("trace", "meanfield")
+ELBOS = ("trace", "meanfield", "iwae")
 ARCHS = ("dcgan", "vgg")
 DATASETS = ("smmnist", "kth", "bair")
 VELOCITIES = ("uniform", "nonuniform")
@@ -24,7 +25,7 @@ IMAGE_SIZES = (64, 128)
 # The allowed values of the fields that take one of a few: checked by Config.validate, offered by the CLI.
 CHOICES = {"dataset": DATASETS, "velocity": VELOCITIES, "image_size": IMAGE_SIZES, "model": MODELS,
            "arch": ARCHS, "skip_frame": SKIP_FRAMES, "elbo": ELBOS, "precision": PRECISIONS,
-           "lr_schedule": LR_SCHEDULES}
+           "lr_schedule": LR_SCHEDULES, "likelihood": LIKELIHOODS}
 
 
 def setting(default, help: str):
@@ -62,13 +63,19 @@ class Config:
     skip_frame: str = setting("last", "conditioning frame whose encoder features feed the decoder's skips "
                                       "after the conditioning steps: last = x[n_past-1], second-last = x[n_past-2]")
     # objective
+    likelihood: str = setting("gaussian", "the frame likelihood p(x_t | x_hat_t): gaussian (the paper's), laplace, or "
+                                          "bernoulli (grey levels as probabilities); svg_pyro/models/likelihoods.py")
     beta: float = setting(1e-4, "the reference's KL weight of the MSE loss; sets the likelihood scale")
-    obs_scale: float | None = setting(None, "std of the Gaussian frame likelihood (default: sqrt(beta * pixels / 2))")
+    obs_scale: float | None = setting(None, "per-pixel scale of a gaussian or laplace frame likelihood (default: "
+                                            "sqrt(beta * pixels / 2) for gaussian, beta * pixels for laplace)")
     kl_weight: float = setting(1.0, "poutine.scale on the z sites (1 = a true ELBO)")
     # Trace_ELBO's sampled KL cuts the posterior gradient's signal-to-noise ratio 60-110 times, so
     # that under Adam the latent stays unused for thousands of steps (docs/latent.md).
     elbo: str = setting("meanfield", "meanfield: TraceMeanField_ELBO (analytic KL, as the reference code); "
-                                     "trace: Trace_ELBO (sampled KL; the latent turns on far later, see docs/latent.md)")
+                                     "trace: Trace_ELBO (sampled KL; the latent turns on far later, see docs/latent.md); "
+                                     "iwae: the importance-weighted bound over --num-particles latent paths")
+    num_particles: int = setting(1, "latent paths drawn per video and step, vectorised (the ELBOs average them, "
+                                    "iwae weights them)")
     # optimisation
     lr: float = setting(2e-3, "Adam learning rate")
     lr_schedule: str = setting("constant", "constant: lr throughout (the reference); cosine: lr * (1 + cos(pi * "
@@ -96,12 +103,12 @@ class Config:
         return self.n_past + self.n_future
 
     @property
-    def likelihood_scale(self) -> float:
-        """Std of N(x_hat, sigma^2 I) that makes -ELBO = reference loss / beta + const."""
-        if self.obs_scale is not None:
+    def likelihood_scale(self) -> float | None:
+        """Per-pixel scale of the frame likelihood: ``obs_scale`` if given, else the one that makes
+        -ELBO = reference loss / beta + const (None for bernoulli, which has none)."""
+        if self.obs_scale is not None and self.likelihood != "bernoulli":
             return self.obs_scale
-        pixels = self.channels * self.image_size**2
-        return math.sqrt(self.beta * pixels / 2)
+        return likelihood_scale(self.likelihood, self.beta, self.channels * self.image_size**2)
 
     def validate(self) -> "Config":
         def check(ok, msg):
@@ -111,6 +118,9 @@ class Config:
         for name, allowed in CHOICES.items():
             value = getattr(self, name)
             check(value in allowed, f"{name} {value!r} is unknown; choose one of {allowed}")
+        check(self.num_particles >= 1, f"num_particles must be at least 1, not {self.num_particles}")
+        check(self.obs_scale is None or self.likelihood != "bernoulli",
+              "obs_scale sets a gaussian or laplace likelihood's scale; the bernoulli likelihood has none")
         check(self.probe_videos >= 0, f"probe_videos must be >= 0, not {self.probe_videos}")
         check(self.workers is None or self.workers >= 0, f"workers must be >= 0, not {self.workers}")
         check(self.n_future >= 1, f"n_future must be at least 1, not {self.n_future}")
@@ -145,7 +155,7 @@ class Config:
 # Fields that define the networks and the model's function: a checkpoint only fits a run that agrees on them.
 ARCHITECTURE_FIELDS = (
     "dataset", "image_size", "channels", "model", "arch", "width", "g_dim", "z_dim", "rnn_size",
-    "predictor_layers", "posterior_layers", "prior_layers", "skip_frame",
+    "predictor_layers", "posterior_layers", "prior_layers", "skip_frame", "likelihood",
 )
 
 DEFAULT_PRESET = "smmnist-cpu"  # what `svg-pyro train` runs without --preset

@@ -14,8 +14,8 @@ import math
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
-from pyro.infer.util import is_identically_zero
+from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer.util import get_dependent_plate_dims, is_identically_zero, torch_sum
 from torch import nn
 from torch.distributions import kl_divergence
 
@@ -71,18 +71,51 @@ class TraceMeanFieldOnDevice_ELBO(_LossOnDevice, TraceMeanField_ELBO):
         return elbo
 
 
-def make_elbo(name: str, num_particles: int = 1, vectorize_particles: bool = False):
-    """'trace': Monte-Carlo KL (Trace_ELBO); 'meanfield': analytic KL (TraceMeanField_ELBO). Both with
-    the loss kept on the device (``_LossOnDevice``)."""
-    cls = {"trace": TraceOnDevice_ELBO, "meanfield": TraceMeanFieldOnDevice_ELBO}.get(name)
+class IWAE_ELBO(RenyiELBO):
+    """The importance-weighted bound (Burda et al. 2016; Pyro's ``RenyiELBO`` with alpha = 0), per
+    video: log (1/K) sum_k p(x, z_k) / q(z_k | x) over K = ``num_particles`` latent paths from the
+    guide. Its ``differentiable_loss`` (which ``RenyiELBO`` lacks) is minus that bound summed over
+    videos, kept on the device; with a reparameterised guide its gradient is the one of
+    ``RenyiELBO.loss_and_grads``. With K = 1 it is Trace_ELBO's estimate."""
+
+    def __init__(self, num_particles: int = 1, vectorize_particles: bool = False, max_plate_nesting: int = 1):
+        super().__init__(alpha=0.0, num_particles=num_particles, vectorize_particles=vectorize_particles,
+                         max_plate_nesting=max_plate_nesting)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        log_weights = []  # per particle: log p(x, z_k) - log q(z_k | x), one value per video
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
+            log_weight = 0.0
+            for trace, sign in ((model_trace, 1), (guide_trace, -1)):
+                for name, site in trace.nodes.items():
+                    if site["type"] != "sample":
+                        continue
+                    if sign < 0 and not is_identically_zero(site["score_parts"].score_function):
+                        raise NotImplementedError(f"guide site {name!r} is not reparameterised")
+                    log_weight = log_weight + sign * torch_sum(site["log_prob"], sum_dims)
+            log_weights.append(log_weight)
+        vectorized = self.vectorize_particles and self.num_particles > 1
+        log_weights = log_weights[0] if vectorized else torch.stack(log_weights)
+        return -(torch.logsumexp(log_weights, 0) - math.log(self.num_particles)).sum()
+
+
+def make_elbo(name: str, num_particles: int = 1, vectorize_particles: bool | None = None):
+    """'trace': Monte-Carlo KL (Trace_ELBO); 'meanfield': analytic KL (TraceMeanField_ELBO); 'iwae':
+    the importance-weighted bound (``IWAE_ELBO``). All keep the loss on the device. Several
+    particles are vectorised (one pass of the networks) unless ``vectorize_particles`` is False."""
+    cls = {"trace": TraceOnDevice_ELBO, "meanfield": TraceMeanFieldOnDevice_ELBO, "iwae": IWAE_ELBO}.get(name)
     if cls is None:
-        raise InvalidInput(f"unknown ELBO {name!r}; choose 'trace' or 'meanfield'")
+        raise InvalidInput(f"unknown ELBO {name!r}; choose 'trace', 'meanfield' or 'iwae'")
+    if vectorize_particles is None:
+        vectorize_particles = num_particles > 1
     return cls(num_particles=num_particles, vectorize_particles=vectorize_particles, max_plate_nesting=1)
 
 
 def loss_terms(model_trace, guide_trace) -> dict:
     """Reference-unit terms of one model/guide execution, averaged over videos (and particles):
-    ``mse`` = sum over steps of the mean-pixel squared error of the predicted mean, ``kl`` = sum over
+    ``mse`` = sum over steps of the mean-pixel squared error of the predicted mean (the likelihood's
+    mean, whatever its family), ``kl`` = sum over
     steps of the analytic KL(q || p) in nats, and the per-step values ``mse_t``, ``kl_t``.
     Computed on the device and brought to the host at once (one synchronisation on a GPU)."""
     mse_t, kl_t = [], []
@@ -92,7 +125,7 @@ def loss_terms(model_trace, guide_trace) -> dict:
             continue
         kind = step[0]
         if site["is_observed"] and kind == FRAME:
-            err = (site["value"] - site["fn"].base_dist.loc).detach() ** 2
+            err = (site["value"] - site["fn"].mean).detach() ** 2
             mse_t.append(err.flatten(-3).mean(-1).mean())
         elif kind == LATENT and name in guide_trace.nodes:
             kl_t.append(kl_divergence(guide_trace.nodes[name]["fn"], site["fn"]).detach().mean())
@@ -190,9 +223,9 @@ class Traced(nn.Module):
         return out
 
 
-def training_objective(svg, guide, elbo: str):
+def training_objective(svg, guide, elbo: str, num_particles: int = 1):
     """Pyro's ELBO as a module, ``ELBO(model, guide)``: its forward is the differentiable -ELBO of
     a batch (summed over videos) and its parameters are the model's and the guide's, so a torch
     optimizer and DistributedDataParallel apply to it as to any network. ``.model.trace`` and
     ``.guide.trace`` hold the last execution."""
-    return make_elbo(elbo)(Traced(svg), Traced(guide))
+    return make_elbo(elbo, num_particles)(Traced(svg), Traced(guide))

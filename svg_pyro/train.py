@@ -156,7 +156,7 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
         torch.manual_seed(rank_seed(config.seed, world.rank))  # its own latent noise
     svg.to(device).train()
     guide.to(device).train()
-    objective = training_objective(svg, guide, config.elbo)
+    objective = training_objective(svg, guide, config.elbo, config.num_particles)
     parallel_objective = world.wrap(objective)
     names, params = trained_parameters(svg, guide)
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999))

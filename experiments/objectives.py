@@ -1,0 +1,106 @@
+"""Objectives and frame likelihoods at equal CPU time: which trains SVG-LP best per CPU-minute?
+
+Every arm is 1-digit non-uniform SVG-LP (``smmnist-1digit-cpu``) with one choice changed: the
+objective (``--elbo``, ``--num-particles``) or the frame likelihood (``--likelihood``). Arms whose
+steps cost more run fewer of them (steps chosen from a measured step cost), so that all train for
+about the same time; each is then evaluated on the same test videos: held-out ELBO and IWAE bounds,
+best-of-N SSIM / PSNR, and the motion probe's last scores from training.
+
+    python experiments/objectives.py run [ARM ...] [--root runs/objectives]   # trains and evaluates
+    python experiments/objectives.py table [--root runs/objectives]
+
+Results and their discussion: docs/objectives.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from recipe import PROBES_AVERAGED, last_probes, read_rows, step_minutes
+
+BASE = ["--preset", "smmnist-1digit-cpu", "--sample-every", "250", "--checkpoint-every", "500"]
+EVALUATE = ["--videos", "64", "--samples", "20", "--horizon", "10", "--bound-particles", "1", "10", "100"]
+
+# name: (flags that differ from the preset, steps); steps from the step cost measured with 60-step
+# runs on the 2-core machine (s/step: base 0.31, iwae-4 0.39, bernoulli 0.27), ~10 minutes each
+ARMS = {
+    "base": ([], 2000),
+    "laplace": (["--likelihood", "laplace"], 2000),
+    "bernoulli": (["--likelihood", "bernoulli"], 2200),
+    "iwae-4": (["--elbo", "iwae", "--num-particles", "4"], 1600),
+    "trace-4": (["--elbo", "trace", "--num-particles", "4"], 1600),
+}
+
+
+def run(names, root: Path) -> None:
+    for name in names or ARMS:
+        out = root / name
+        flags, steps = ARMS[name]
+        commands = []
+        if not (out / "checkpoint.pt").exists():
+            commands.append(["svg-pyro", "train", *BASE, *flags, "--steps", str(steps), "--out", str(out),
+                             "--no-progress"])
+        if not (out / "evaluate" / "metrics.json").exists():
+            commands.append(["svg-pyro", "evaluate", "--checkpoint", str(out / "checkpoint.pt"), *EVALUATE,
+                             "--out", str(out / "evaluate"), "--no-progress"])
+        for command in commands:
+            print(" ".join(command), flush=True)
+            subprocess.run(command, check=True)
+
+
+def table(root: Path) -> str:
+    done = [name for name in ARMS if (root / name / "evaluate" / "metrics.json").exists()]
+    if not done:
+        raise SystemExit(f"no arm has been evaluated under {root}")
+    lines = ["| arm | steps | s/step | minutes | KL/step | certain-step displacement error (px/frame) "
+             "| position error best / mean (px) | ELBO / IWAE-100 (nats/frame) | best-of-20 SSIM | best-of-20 PSNR "
+             "| mean-of-20 SSIM |", "| --- " * 11 + "|"]
+    copy = None
+    for name in done:
+        rows = read_rows(root / name)
+        pace = step_minutes(rows)
+        probes, _ = last_probes(rows, float("inf"), pace)
+        metrics = json.loads((root / name / "evaluate" / "metrics.json").read_text())
+        svg = metrics["results"]["svg"]
+        copy = metrics["results"]["copy_last_frame"]
+        bound = svg["bound"]
+
+        def mean(key):
+            return sum(r[key] for r in probes) / len(probes)
+
+        def score(metric, kind="best"):
+            s = svg[metric][kind]
+            return f"{s['mean']:.4f} ± {s['ci95']:.4f}" if metric == "ssim" else f"{s['mean']:.2f} ± {s['ci95']:.2f}"
+
+        lines.append(f"| {name} | {rows[-1]['step']} | {pace * 60:.3f} | {rows[-1]['step'] * pace:.1f} "
+                     f"| {mean('kl_per_step'):.2f} | {mean('certain_displacement_error'):.2f} "
+                     f"| {mean('position_error_best'):.2f} / {mean('position_error_mean'):.2f} "
+                     f"| {bound['elbo']['per_frame']:.1f} / {bound['iwae']['100']['per_frame']:.1f} "
+                     f"| {score('ssim')} | {score('psnr')} | {score('ssim', 'mean_of_n')} |")
+    lines += ["", f"Motion figures: means of the last {PROBES_AVERAGED} probes (one every 250 steps). "
+              f"Copy-last-frame on the same test videos: SSIM {copy['ssim']['best']['mean']:.4f}, "
+              f"PSNR {copy['psnr']['best']['mean']:.2f}."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("action", choices=("run", "table"))
+    p.add_argument("arms", nargs="*", help=f"arms to run (default all): {', '.join(ARMS)}")
+    p.add_argument("--root", type=Path, default=Path("runs/objectives"))
+    args = p.parse_args(argv)
+    unknown = sorted(set(args.arms) - set(ARMS))
+    if unknown:
+        p.error(f"unknown arms {unknown}; choose from {list(ARMS)}")
+    if args.action == "run":
+        run(args.arms, args.root)
+    else:
+        print(table(args.root))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
