@@ -13,8 +13,8 @@ from svg_pyro.sites import latent_site
 class RecurrentPosterior(nn.Module):
     """z_t ~ N(mu_t, sigma_t) from a Gaussian LSTM run over Enc(x_1), ..., Enc(x_t).
 
-    The frame encoder is the model's own (``svg.encode``); its parameters are registered by the
-    model, so only the posterior LSTM is registered here. It samples z_t for every observed step
+    The frame encoder is the model's own (``svg.encode``), not a submodule: its parameters are the
+    model's, and this module holds only the posterior LSTM's. It samples z_t for every observed step
     t = 1..T_obs-1; later steps are left to the model's prior (generation).
     """
 
@@ -29,7 +29,6 @@ class RecurrentPosterior(nn.Module):
         return self.encode.__self__.kl_weight
 
     def forward(self, videos, n_past: int, n_frames: int | None = None):
-        pyro.module("posterior", self)
         h, _ = self.encode(videos)
         h_steps = h.unbind(1)  # once, not h[:, t] per step (see SVG.model)
         with pyro.plate("videos", videos.shape[0], dim=-1):

@@ -102,7 +102,6 @@ class SVG(nn.Module):
         if not 1 <= n_past <= observed <= total:
             raise InvalidInput(f"need 1 <= n_past ({n_past}) <= observed frames ({observed}) "
                                f"<= n_frames ({total})")
-        pyro.module("svg", self)
         h_obs, skips_obs = self.encode(videos)
         # Split the time axis once: indexing the stacks per step would make each step's backward
         # write a gradient of the whole stack (a cost growing as T^2).

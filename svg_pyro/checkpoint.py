@@ -7,8 +7,9 @@ model (``checkpoints/NAME.pt``, e.g. ``smmnist-1digit-svg-lp``).
 
 A checkpoint holds the config, the step, the model, guide and optimizer states and the RNG state
 (of every rank, after a data-parallel run), so ``--resume`` continues a run exactly as if it had not
-stopped. The optimizer state is stored per parameter under Pyro's parameter names ("svg$$$...",
-"posterior$$$..."), the layout of ``pyro.optim`` that the first checkpoints were written in.
+stopped. The optimizer state is torch's ``state_dict`` with the parameter names of the training
+objective (``svg_pyro.objective.training_objective``); checkpoints of format 1, which kept it per
+parameter under Pyro's param-store names, are upgraded when they are loaded (``upgrade``).
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from svg_pyro.atomic import atomic_path
 from svg_pyro.config import ARCHITECTURE_FIELDS, Config
 from svg_pyro.errors import SvgPyroError
 
-FORMAT = "svg-pyro-checkpoint/1"
+FORMAT = "svg-pyro-checkpoint/2"
+FORMAT_1 = "svg-pyro-checkpoint/1"  # read, and upgraded on loading (``upgrade``)
 WEIGHTS_FORMAT = "svg-pyro-weights/1"
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"  # trained models in the repository
 
@@ -35,31 +37,36 @@ def atomic_torch_save(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def trained_parameters(svg: nn.Module, guide) -> tuple[list[str], list[nn.Parameter]]:
-    """(Pyro names, parameters) of a model and guide, in the optimizer's order."""
-    named = [(f"svg$$${n}", p) for n, p in svg.named_parameters()]
-    named += [(f"posterior$$${n}", p) for n, p in guide.named_parameters()]
-    return [n for n, _ in named], [p for _, p in named]
-
-
-def optimizer_state_by_name(optimizer: torch.optim.Optimizer, names: list[str]) -> dict:
-    """A one-group torch optimizer's state, split per parameter name (``pyro.optim``'s layout)."""
-    state = optimizer.state_dict()
-    group = {k: v for k, v in state["param_groups"][0].items() if k != "params"}
-    return {name: {"state": {0: state["state"][i]} if i in state["state"] else {},
-                   "param_groups": [{**group, "params": [0]}]}
-            for i, name in enumerate(names)}
-
-
-def load_optimizer_state_by_name(optimizer: torch.optim.Optimizer, names: list[str], saved: dict, path) -> None:
-    missing = [name for name in names if name not in saved]
-    if missing:
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict, path) -> None:
+    """Load a saved ``optimizer.state_dict()`` into ``optimizer`` (one group, built from named
+    parameters), matching parameters by name, so that it does not depend on their order."""
+    names = optimizer.param_groups[0]["param_names"]
+    saved_group = saved["param_groups"][0]
+    index = {name: i for i, name in zip(saved_group["params"], saved_group["param_names"])}
+    missing = [name for name in names if name not in index]
+    if missing or len(index) != len(names):
         raise CheckpointError(f"the checkpoint {path} has no optimizer state for {missing[:3]}; "
                               "it does not belong to this model")
-    group = {k: v for k, v in saved[names[0]]["param_groups"][0].items() if k != "params"}
     optimizer.load_state_dict({
-        "state": {i: saved[name]["state"][0] for i, name in enumerate(names) if saved[name]["state"]},
-        "param_groups": [{**group, "params": list(range(len(names)))}]})
+        "state": {i: saved["state"][index[name]] for i, name in enumerate(names) if index[name] in saved["state"]},
+        "param_groups": [{**saved_group, "params": list(range(len(names))), "param_names": names}]})
+
+
+def upgrade(state: dict) -> dict:
+    """A training checkpoint of format 1 in today's format. Format 1 kept the optimizer state per
+    parameter under Pyro's param-store names, ``pyro.optim``'s layout ("svg$$$encoder...",
+    "posterior$$$net..."); today it is ``optimizer.state_dict()`` with the training objective's
+    parameter names ("model.program.encoder...", "guide.program.net...")."""
+    if state["format"] != FORMAT_1:
+        return state
+    prefixes = {"svg": "model.program.", "posterior": "guide.program."}
+    old = state["optimizer"]
+    names = list(old)
+    group = {k: v for k, v in old[names[0]]["param_groups"][0].items() if k != "params"}
+    optimizer = {"state": {i: old[name]["state"][0] for i, name in enumerate(names) if old[name]["state"]},
+                 "param_groups": [{**group, "params": list(range(len(names))),
+                                   "param_names": [prefixes[n.split("$$$")[0]] + n.split("$$$")[1] for n in names]}]}
+    return {**state, "format": FORMAT, "optimizer": optimizer}
 
 
 def rng_state() -> dict:
@@ -75,7 +82,8 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(path, config: Config, step: int, svg: nn.Module, guide, optimizer_state: dict,
                     rng_by_rank: list[dict] | None = None) -> None:
-    """``rng_by_rank``: the RNG state of every rank of a data-parallel run (default: this process's)."""
+    """``optimizer_state``: ``optimizer.state_dict()`` of an optimizer built from named parameters;
+    ``rng_by_rank``: the RNG state of every rank of a data-parallel run (default: this process's)."""
     rng_by_rank = rng_by_rank or [rng_state()]
     state = {
         "format": FORMAT,
@@ -116,9 +124,9 @@ def load_checkpoint(path) -> dict:
     except Exception as err:  # truncated zip, pickle error, ...
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err}); "
                               "it may be truncated or from another program. It was not modified.") from err
-    if not isinstance(state, dict) or state.get("format") not in (FORMAT, WEIGHTS_FORMAT):
+    if not isinstance(state, dict) or state.get("format") not in (FORMAT, FORMAT_1, WEIGHTS_FORMAT):
         raise CheckpointError(f"{path} is not an svg-pyro checkpoint (format {FORMAT} expected)")
-    return state
+    return upgrade(state)
 
 
 def export_weights(source, out, half: bool = False) -> dict:

@@ -1,8 +1,10 @@
 """SVI training of SVG (``svg-pyro train`` / ``python svi_train.py``); data-parallel when torchrun starts it.
 
-Stochastic variational inference as a torch loop: Pyro's ELBO (Trace_ELBO or TraceMeanField_ELBO)
-as a module, stepped by torch's Adam, and wrapped in DistributedDataParallel when there are
-several processes (``SVI.step`` finds parameters through the param store and could not be wrapped).
+Stochastic variational inference as a torch loop: Pyro's ELBO (Trace_ELBO, TraceMeanField_ELBO or
+the IWAE bound) as a module (``objective.training_objective``), its parameters those of the model's
+and guide's modules, stepped by torch's Adam, and wrapped in DistributedDataParallel when there are
+several processes. ``pyro.infer.SVI`` trains the same modules (``objective.svi_program``), one
+process only: it finds parameters through Pyro's param store, which DDP cannot wrap.
 
 Writes to ``--out``: config.json, checkpoint.pt (atomic, at intervals and at the end),
 metrics.jsonl (one row per logged step) and samples_XXXXXX.png / .gif at intervals.
@@ -28,12 +30,10 @@ from svg_pyro.checkpoint import (
     CheckpointError,
     check_compatible,
     load_checkpoint,
-    load_optimizer_state_by_name,
-    optimizer_state_by_name,
+    load_optimizer_state,
     rng_state,
     save_checkpoint,
     set_rng_state,
-    trained_parameters,
 )
 from svg_pyro.config import Config
 from svg_pyro.datasets import check_video_values, make_datasets, training_batches
@@ -149,7 +149,6 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
         with atomic_path(out / "config.json") as tmp:
             tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
-    pyro.clear_param_store()  # pyro.module would otherwise hand back stale tensors
     pyro.set_rng_seed(config.seed)
     svg, guide = build_model(config)
     if world.rank > 0:
@@ -158,13 +157,14 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
     guide.to(device).train()
     objective = training_objective(svg, guide, config.elbo, config.num_particles)
     parallel_objective = world.wrap(objective)
-    names, params = trained_parameters(svg, guide)
-    optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999))
+    # the parameters live on the modules (Pyro's param store is not used): the optimizer takes the
+    # objective's, by name, as for any torch module
+    optimizer = torch.optim.Adam(objective.named_parameters(), lr=config.lr, betas=(0.9, 0.999))
     start = 0
     if state is not None:
         svg.load_state_dict(state["model"])
         guide.load_state_dict(state["guide"])
-        load_optimizer_state_by_name(optimizer, names, state["optimizer"], ckpt_path)
+        load_optimizer_state(optimizer, state["optimizer"], ckpt_path)
         for group in optimizer.param_groups:  # an --lr given with --resume takes effect
             group["lr"] = config.lr
         rngs = state.get("rng_by_rank") or [state["rng"]]
@@ -248,8 +248,7 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
             if stopping or done % config.checkpoint_every == 0 or done == config.steps:
                 rngs = world.gather(rng_state())
                 if world.is_main:
-                    save_checkpoint(ckpt_path, config, done, svg, guide,
-                                    optimizer_state_by_name(optimizer, names), rngs)
+                    save_checkpoint(ckpt_path, config, done, svg, guide, optimizer.state_dict(), rngs)
             if stopping:  # every rank stops at the same step: the flag was summed over ranks
                 bar.close()
                 signum = stop.signum or signal.SIGTERM

@@ -173,40 +173,99 @@ def test_logged_per_step_kl_equals_a_hand_computation(tmp_path, tiny_data, model
     assert row["kl_per_step"] == pytest.approx(sum(expected) / len(expected), abs=1e-7)
 
 
-def test_a_checkpoint_written_by_pyro_optim_resumes_exactly(tmp_path, tiny_data):
-    """Runs trained through SVI and pyro.optim (the layout of the first checkpoints) continue as if
-    the whole run had been made by the torch-optimizer loop."""
+def test_a_format_1_checkpoint_written_by_pyro_optim_resumes_exactly(tmp_path, tiny_data):
+    """The first checkpoints (format 1) held the optimizer state per parameter under Pyro's
+    param-store names, as ``pyro.optim`` keeps it: a run trained so through SVI continues, once
+    upgraded on loading, as if the whole run had been made by today's loop."""
     import pyro
     from pyro.infer import SVI
 
     from svg_pyro.build import build_model
-    from svg_pyro.checkpoint import save_checkpoint
+    from svg_pyro.checkpoint import FORMAT, FORMAT_1, rng_state
     from svg_pyro.datasets import training_batch
-    from svg_pyro.objective import make_elbo
+    from svg_pyro.objective import make_elbo, svi_program
 
     config = preset("tiny", steps=4, **FAST)
     whole = train(config, tmp_path / "whole", progress=False)
+    assert load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["format"] == FORMAT
+    assert not list(pyro.get_param_store().keys())  # the loop keeps its parameters on the modules
 
-    pyro.clear_param_store()
     pyro.set_rng_seed(config.seed)
     svg, guide = build_model(config)
     optim = pyro.optim.Adam({"lr": config.lr, "betas": (0.9, 0.999)})
-    svi = SVI(svg.model, guide, optim, make_elbo(config.elbo))
+    svi = SVI(*svi_program(svg, guide), optim, make_elbo(config.elbo))
     for step in range(2):
         with svg.share_encodings():
             svi.step(training_batch(tiny_data[1], config.seed, step, config.batch_size), config.n_past)
+    assert set(optim.get_state()) == {f"svg$$${n}" for n, _ in svg.named_parameters()} | {
+        f"posterior$$${n}" for n, _ in guide.named_parameters()}
     old = tmp_path / "old"
     old.mkdir()
-    save_checkpoint(old / "checkpoint.pt", config, 2, svg, guide, optim.get_state())
-    state = torch.load(old / "checkpoint.pt", weights_only=True)
-    assert set(state["optimizer"]) == {f"svg$$${n}" for n, _ in svg.named_parameters()} | {
-        f"posterior$$${n}" for n, _ in guide.named_parameters()}
-    del state["rng_by_rank"]  # not written then
-    torch.save(state, old / "checkpoint.pt")
+    torch.save({"format": FORMAT_1, "config": config.to_dict(), "step": 2, "model": svg.state_dict(),
+                "guide": guide.state_dict(), "optimizer": optim.get_state(), "rng": rng_state()},
+               old / "checkpoint.pt")
 
     resumed = train(config, old, resume=True, progress=False)
     keys = ("step", "loss", "mse", "kl_t")
     assert [[r[k] for k in keys] for r in resumed] == [[r[k] for k in keys] for r in whole[2:]]
+    assert load_checkpoint(old / "checkpoint.pt")["format"] == FORMAT  # rewritten in today's format
+
+
+def test_the_optimizer_state_is_saved_by_parameter_name(tmp_path):
+    """Checkpoints hold torch's optimizer state_dict with the objective's parameter names; one whose
+    names do not match the model is refused with a one-line reason, and the run is left as it was."""
+    from svg_pyro.build import build_model
+    from svg_pyro.objective import training_objective
+
+    config = preset("tiny", steps=2, **FAST)
+    train(config, tmp_path, progress=False)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    svg, guide = build_model(config)
+    names = [n for n, _ in training_objective(svg, guide, config.elbo).named_parameters()]
+    group = state["optimizer"]["param_groups"][0]
+    assert group["param_names"] == names and names[0].startswith("model.program.encoder")
+    assert sorted(state["optimizer"]["state"]) == list(range(len(names)))  # Adam's moments for every one
+    group["param_names"] = [n.replace("encoder", "other") for n in names]
+    torch.save(state, tmp_path / "checkpoint.pt")
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(CheckpointError, match="no optimizer state for .'model.program.encoder"):
+        train(preset("tiny", steps=4, **FAST), tmp_path, resume=True, progress=False)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+def test_svi_trains_the_same_modules_as_the_loop(tiny_data):
+    """One pyro.infer.SVI step (pyro.optim.Adam) and one step of the training loop (torch's Adam on
+    the objective's parameters) from the same weights, batch and noise give the same weights."""
+    import copy
+
+    import pyro
+    from pyro.infer import SVI
+
+    from svg_pyro.build import build_model
+    from svg_pyro.datasets import training_batch
+    from svg_pyro.distributed import World
+    from svg_pyro.objective import make_elbo, svi_program, training_objective
+    from svg_pyro.train import training_step
+
+    config = preset("tiny")
+    svg, guide = build_model(config)
+    batch = training_batch(tiny_data[1], config.seed, 0, config.batch_size)
+    svg2, guide2 = copy.deepcopy((svg, guide))
+    assert guide2.encode.__self__ is svg2  # the copy's guide encodes with the copy's encoder
+    before = {n: p.detach().clone() for n, p in svg.named_parameters()}
+
+    pyro.set_rng_seed(1)
+    with svg.share_encodings():
+        SVI(*svi_program(svg, guide), pyro.optim.Adam({"lr": config.lr}), make_elbo(config.elbo)).step(
+            batch, config.n_past)
+    pyro.set_rng_seed(1)
+    objective = training_objective(svg2, guide2, config.elbo)
+    optimizer = torch.optim.Adam(objective.named_parameters(), lr=config.lr)
+    training_step(objective, optimizer, svg2, batch, config.n_past, World())
+    for (name, p), (_, q) in zip(list(svg.named_parameters()) + list(guide.named_parameters()),
+                                 list(svg2.named_parameters()) + list(guide2.named_parameters())):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+    assert any(not torch.equal(p, before[n]) for n, p in svg.named_parameters())  # a step was taken
 
 
 def test_bf16_autocast_runs_the_networks_in_bf16_and_keeps_the_densities_fp32(tiny):
