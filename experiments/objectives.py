@@ -8,6 +8,10 @@ best-of-N SSIM / PSNR, and the motion probe's last scores from training.
 
     python experiments/objectives.py run [ARM ...] [--root runs/objectives]   # trains and evaluates
     python experiments/objectives.py table [--root runs/objectives]
+    python experiments/objectives.py figure --out samples.png [--root runs/objectives]
+
+``figure`` draws, for two test videos, the truth and one generated future of every arm over the
+trained horizon (the same seed for all).
 
 Results and their discussion: docs/objectives.md.
 """
@@ -32,6 +36,8 @@ ARMS = {
     "bernoulli": (["--likelihood", "bernoulli"], 2200),
     "iwae-4": (["--elbo", "iwae", "--num-particles", "4"], 1600),
     "trace-4": (["--elbo", "trace", "--num-particles", "4"], 1600),
+    "beta-1e-3": (["--beta", "1e-3"], 2000),  # the Gaussian's scale sqrt(10) times wider
+    "base-seed-1": (["--seed", "1"], 2000),  # the seed-to-seed spread of the base
 }
 
 
@@ -86,17 +92,61 @@ def table(root: Path) -> str:
     return "\n".join(lines)
 
 
+def figure(root: Path, out: Path, videos=(2, 3)) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from svg_pyro.checkpoint import load_model
+    from svg_pyro.datasets import make_datasets
+    from svg_pyro.sampling import generate
+
+    names = [name for name in ARMS if (root / name / "checkpoint.pt").exists()]
+    rows = []
+    for name in names:
+        config, svg, guide, _ = load_model(root / name / "checkpoint.pt")
+        test = make_datasets(config)[1]
+        truth = torch.stack([test[i] for i in videos])  # the trained length: n_past + n_future frames
+        horizon = truth.shape[1] - config.n_past
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            frames = generate(svg, guide, truth[:, : config.n_past], config.n_past, config.n_past + horizon)[0]
+        rows.append((name, frames))
+    n_past = config.n_past
+    lines = [line for i, v in enumerate(videos)
+             for line in [(f"video {v}: truth", truth[i])] + [(name, frames[i]) for name, frames in rows]]
+    cols = 3 + horizon  # the last 3 given frames, then the predicted ones
+    fig, axes = plt.subplots(len(lines), cols, figsize=(cols * 0.8, len(lines) * 0.85), squeeze=False)
+    for r, (label, video) in enumerate(lines):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.imshow(video[n_past - 3 + c, 0].clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_color("tab:green" if c < 3 else "0.7")
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    for c in range(cols):
+        axes[-1, c].set_xlabel(str(n_past - 3 + c), fontsize=7)
+    fig.suptitle("one sample per arm after equal training time (green: given frames)", fontsize=9)
+    fig.savefig(out, dpi=80, bbox_inches="tight")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("action", choices=("run", "table"))
+    p.add_argument("action", choices=("run", "table", "figure"))
     p.add_argument("arms", nargs="*", help=f"arms to run (default all): {', '.join(ARMS)}")
     p.add_argument("--root", type=Path, default=Path("runs/objectives"))
+    p.add_argument("--out", type=Path, help="PNG written by figure")
     args = p.parse_args(argv)
     unknown = sorted(set(args.arms) - set(ARMS))
     if unknown:
         p.error(f"unknown arms {unknown}; choose from {list(ARMS)}")
     if args.action == "run":
         run(args.arms, args.root)
+    elif args.action == "figure":
+        figure(args.root, args.out or p.error("figure needs --out"))
     else:
         print(table(args.root))
     return 0
