@@ -129,7 +129,6 @@ def figure(root: Path, out: Path, videos=(2, 3)) -> None:
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     for c in range(cols):
         axes[-1, c].set_xlabel(str(n_past - 3 + c), fontsize=7)
-    fig.suptitle("one sample per arm after equal training time (green: given frames)", fontsize=9)
     fig.savefig(out, dpi=80, bbox_inches="tight")
 
 
