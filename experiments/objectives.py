@@ -1,7 +1,8 @@
 """Objectives and frame likelihoods at equal CPU time: which trains SVG-LP best per CPU-minute?
 
 Every arm is 1-digit non-uniform SVG-LP (``smmnist-1digit-cpu``) with one choice changed: the
-objective (``--elbo``, ``--num-particles``) or the frame likelihood (``--likelihood``). Arms whose
+objective (``--elbo``, ``--num-particles``), the frame likelihood (``--likelihood``, ``--beta``), or
+the learning rate (two arms of the recipe screen, docs/recipe.md, on the same footing). Arms whose
 steps cost more run fewer of them (steps chosen from a measured step cost), so that all train for
 about the same time; each is then evaluated on the same test videos: held-out ELBO and IWAE bounds,
 best-of-N SSIM / PSNR, and the motion probe's last scores from training.
@@ -38,6 +39,9 @@ ARMS = {
     "trace-4": (["--elbo", "trace", "--num-particles", "4"], 1600),
     "beta-1e-3": (["--beta", "1e-3"], 2000),  # the Gaussian's scale sqrt(10) times wider
     "base-seed-1": (["--seed", "1"], 2000),  # the seed-to-seed spread of the base
+    # two training settings of the recipe screen (docs/recipe.md), on this page's footing
+    "lr-1e-3": (["--lr", "1e-3"], 2000),
+    "lr-4e-3": (["--lr", "4e-3"], 2000),
 }
 
 
