@@ -62,10 +62,10 @@ def upgrade(state: dict) -> dict:
     prefixes = {"svg": "model.program.", "posterior": "guide.program."}
     old = state["optimizer"]
     names = list(old)
+    new_names = [prefixes[module] + rest for module, _, rest in (name.partition("$$$") for name in names)]
     group = {k: v for k, v in old[names[0]]["param_groups"][0].items() if k != "params"}
     optimizer = {"state": {i: old[name]["state"][0] for i, name in enumerate(names) if old[name]["state"]},
-                 "param_groups": [{**group, "params": list(range(len(names))),
-                                   "param_names": [prefixes[n.split("$$$")[0]] + n.split("$$$")[1] for n in names]}]}
+                 "param_groups": [{**group, "params": list(range(len(names))), "param_names": new_names}]}
     return {**state, "format": FORMAT, "optimizer": optimizer}
 
 

@@ -106,7 +106,7 @@ class Config:
     def likelihood_scale(self) -> float | None:
         """Per-pixel scale of the frame likelihood: ``obs_scale`` if given, else the one that makes
         -ELBO = reference loss / beta + const (None for bernoulli, which has none)."""
-        if self.obs_scale is not None and self.likelihood != "bernoulli":
+        if self.obs_scale is not None:  # validate refuses one for bernoulli
             return self.obs_scale
         return likelihood_scale(self.likelihood, self.beta, self.channels * self.image_size**2)
 
