@@ -3,6 +3,7 @@
     python experiments/ship.py train [NAME ...]   # trains the models (all by default) into runs/ship/NAME
     python experiments/ship.py export             # their fp16 weights into checkpoints/NAME.pt, with
                                                   # checkpoints/manifest.json and checkpoints/README.md
+    python experiments/ship.py trend [NAME ...]   # where a run's certain-step error is heading
 
 Each model is trained by ``OMP_NUM_THREADS=1 python svi_train.py FLAGS --out runs/ship/NAME`` with its
 flags below; ``train`` runs them one after the other (the shipped ones ran three at a time, one thread
@@ -82,6 +83,42 @@ def export() -> None:
     (SHIPPED / "README.md").write_text(readme(manifest))
 
 
+def power_law_fit(steps, errors, target: float) -> dict:
+    """Least-squares fit of log(error) = a + b log(step); the step where the fitted line reaches
+    ``target``, and the same for the ends of the slope's ~95% interval (+-2 standard errors)."""
+    import numpy as np
+
+    (b, a), cov = np.polyfit(np.log(steps), np.log(errors), 1, cov=True)
+    interval = b + np.array([-2.0, 2.0]) * np.sqrt(cov[0, 0])
+
+    def reach(slope):
+        return float(np.exp((np.log(target) - a) / slope)) if slope < 0 else float("inf")
+
+    ends = sorted(reach(slope) for slope in interval)
+    return {"slope": float(b), "slope_interval": interval.tolist(), "reach": reach(b), "reach_range": ends}
+
+
+def trend(names, target: float = 0.5, since: int = 1000) -> None:
+    """Where a run's certain-step displacement error is heading: the power law fitted to its motion
+    probes from step ``since`` on, and when it would reach ``target`` px/frame; a rough guide to the
+    budget (a power law cannot know about a floor the curve may reach first)."""
+    for name in names or MODELS:
+        metrics = RUNS / name / "metrics.jsonl"
+        if not metrics.exists():
+            print(f"{name}: no run in {metrics.parent} (python experiments/ship.py train {name})")
+            continue
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        probed = [r for r in rows if r.get("certain_displacement_error") is not None and r["step"] >= since]
+        fit = power_law_fit([r["step"] for r in probed], [r["certain_displacement_error"] for r in probed], target)
+        minutes_per_step = sum(r["seconds"] for r in rows) / 60 / rows[-1]["step"]
+        batch = json.loads((RUNS / name / "config.json").read_text())["batch_size"]
+        low, high = fit["slope_interval"]
+        print(f"{name}: error ~ step^{fit['slope']:.3f} (95% {low:.3f} to {high:.3f}) over {len(probed)} probes "
+              f"from step {since}; {target} px/frame at step {fit['reach']:.3g} (range {fit['reach_range'][0]:.3g} "
+              f"to {fit['reach_range'][1]:.3g}), i.e. {fit['reach'] * batch:.3g} videos, "
+              f"{fit['reach'] * minutes_per_step / 60:.3g} hours at this run's pace")
+
+
 def readme(manifest: dict) -> str:
     lines = [
         "# Trained models", "",
@@ -111,8 +148,12 @@ def main() -> None:
     sub = p.add_subparsers(dest="action", required=True)
     sub.add_parser("train").add_argument("names", nargs="*", metavar="NAME", help=", ".join(MODELS))
     sub.add_parser("export")
+    sub.add_parser("trend").add_argument("names", nargs="*", metavar="NAME", help=", ".join(MODELS))
     args = p.parse_args()
-    train(args.names) if args.action == "train" else export()
+    if args.action == "export":
+        export()
+    else:
+        {"train": train, "trend": trend}[args.action](args.names)
 
 
 if __name__ == "__main__":

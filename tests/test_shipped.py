@@ -77,3 +77,27 @@ def test_every_shipped_model_samples_what_was_recorded_and_says_how_it_was_made(
         assert re.fullmatch(r"[0-9a-f]{7,40}", entry["commit"])
         assert load_model(name)[3] == entry["steps"]
         assert checkpoint.sample_fingerprint(name) == pytest.approx(entry["fingerprint"], abs=1e-4), name
+
+
+def test_power_law_fit_recovers_an_exact_law_and_brackets_a_noisy_one():
+    """experiments/ship.py trend: the fit that says when a learning curve would reach a target."""
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "ship.py"
+    spec = importlib.util.spec_from_file_location("ship", path)
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    steps = np.arange(1000, 7001, 250)
+    exact = ship.power_law_fit(steps, 50 * steps ** -0.5, target=0.5)  # 0.5 = 50 / sqrt(10,000)
+    assert exact["slope"] == pytest.approx(-0.5, abs=1e-9)
+    assert exact["reach"] == pytest.approx(10_000, rel=1e-6)
+    noisy = ship.power_law_fit(steps, 50 * steps ** -0.5 * np.exp(np.random.default_rng(0).normal(0, 0.1, len(steps))),
+                               target=0.5)
+    low, high = noisy["slope_interval"]
+    assert low < -0.5 < high and high - low < 0.5
+    assert noisy["reach_range"][0] < 10_000 < noisy["reach_range"][1]
+    flat = ship.power_law_fit(steps, 2 + 0 * steps + np.linspace(0, 0.1, len(steps)), target=0.5)
+    assert flat["reach"] == float("inf")  # an error that does not fall never gets there
