@@ -3,9 +3,10 @@
 Every arm is 1-digit non-uniform SVG-LP (``smmnist-1digit-cpu``) with one choice changed: the
 objective (``--elbo``, ``--num-particles``), the frame likelihood (``--likelihood``, ``--beta``), or
 the training settings of the recipe screen (docs/recipe.md: learning rate, horizon, skip frame,
-batch size) on the same footing. Arms whose steps cost more run fewer of them (steps chosen from a
-measured step cost), so that all train for about the same time; each is then evaluated on the same test videos: held-out ELBO and IWAE bounds,
-best-of-N SSIM / PSNR, and the motion probe's last scores from training.
+batch size, LSTM sizes) on the same footing. Arms whose steps cost more run fewer of them (steps
+chosen from a measured step cost), so that all train for about the same time; each is then
+evaluated on the same test videos: held-out ELBO and IWAE bounds, best-of-N SSIM / PSNR, the motion
+probe's last scores from training, and a final probe of the trained model over 5 and 10 steps.
 
     python experiments/objectives.py run [ARM ...] [--root runs/objectives]   # trains and evaluates
     python experiments/objectives.py table [--root runs/objectives]
