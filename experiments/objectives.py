@@ -132,7 +132,7 @@ def table(root: Path) -> str:
     return "\n".join(lines)
 
 
-def figure(root: Path, out: Path, videos=(2, 3)) -> None:
+def figure(root: Path, out: Path, videos=(2, 3), names=None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,7 +143,7 @@ def figure(root: Path, out: Path, videos=(2, 3)) -> None:
     from svg_pyro.datasets import make_datasets
     from svg_pyro.sampling import generate
 
-    names = [name for name in ARMS if (root / name / "checkpoint.pt").exists()]
+    names = [name for name in names or ARMS if (root / name / "checkpoint.pt").exists()]
     models = {name: load_model(root / name / "checkpoint.pt")[:3] for name in names}
     horizon = min(config.n_future for config, _, _ in models.values())  # the shortest trained horizon
     rows = []

@@ -9,10 +9,20 @@ For frames x_0..x_{T-1} and each step t = 1..T-1, with h_{t-1} = Enc(x_{t-1}):
 The frame likelihood is N(x_hat, sigma^2 I) as in the paper, or another family with mean x_hat
 (``svg_pyro.models.likelihoods``).
 
-Skips come from the previous frame x_{t-1} during conditioning, then from one fixed conditioning
-frame (``SVG.skip_index``): x_{n_past-1} as the paper says, or x_{n_past-2} as the reference code
-does (``Config.skip_frame``). Given fewer observed frames than ``n_frames``,
-the model generates the rest, feeding its mean prediction back (as the reference generator does).
+The decoder's skips (``Config.skip_frame``) come from the previous frame x_{t-1} during
+conditioning, then, as the paper does, from one fixed conditioning frame: x_{n_past-1} as its text
+says ("last") or x_{n_past-2} as its code does ("second-last"). With "previous" they come from the
+frame fed as input at every step, so the decoder always draws one step of motion from where its
+skips put the digit; "none" has no skips. A fixed skip frame suits a static background; on
+SM-MNIST, step k after it must draw the digit k steps of motion away from the frame's features.
+
+Given fewer observed frames than ``n_frames``, the model generates the rest, feeding its mean
+prediction back (as the reference generator does). What it feeds back on *observed* frames after
+the conditioning ones is ``SVG.feed``: the true frame ("true", teacher forcing, the paper's
+training) or its own mean prediction ("own": the program trained is the one sampled from, so
+the ELBO is that of the generation model). ``SVG.own_feed_probability`` < 1 feeds its own
+prediction to each video and step with that probability (scheduled sampling, ramped in by the
+training loop).
 """
 from __future__ import annotations
 
@@ -48,14 +58,16 @@ def broadcast_cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class SVG(nn.Module):
     def __init__(self, encoder: Encoder, decoder: Decoder, predictor: LSTM, prior: nn.Module | None,
                  frame_shape: tuple[int, int, int], obs_scale: float | None, kl_weight: float = 1.0,
-                 skip_frame: str = "last", likelihood: str = "gaussian"):
+                 skip_frame: str = "last", likelihood: str = "gaussian", feed: str = "true"):
         super().__init__()
         self.encoder, self.decoder, self.predictor, self.prior = encoder, decoder, predictor, prior
         self.frame_shape = tuple(frame_shape)
         self.likelihood = likelihood
         self.obs_scale = None if obs_scale is None else float(obs_scale)
         self.kl_weight = float(kl_weight)
-        self.skip_lag = {"last": 0, "second-last": 1}[skip_frame]
+        self.skip_frame = skip_frame
+        self.feed = feed
+        self.own_feed_probability = 1.0  # used when feed == "own"
         self._encodings = None  # cache, alive only inside share_encodings()
 
     @property
@@ -66,10 +78,40 @@ class SVG(nn.Module):
     def g_dim(self) -> int:
         return self.encoder.head[0].out_channels
 
-    def skip_index(self, t: int, n_past: int) -> int:
+    def skip_index(self, t: int, n_past: int) -> int | None:
         """Index of the frame whose skips the decoder gets at step t: the previous frame during
-        conditioning, then a fixed conditioning frame (the last, or the second-last)."""
-        return max(0, min(t - 1, n_past - 1 - self.skip_lag))
+        conditioning, then a fixed conditioning frame (the last, or the second-last), or always the
+        previous one; None without skips. With "previous", a frame the model fed itself (its own
+        prediction) gives its skips in place of the true frame t - 1."""
+        if self.skip_frame == "none":
+            return None
+        if self.skip_frame == "previous":
+            return t - 1
+        lag = {"last": 0, "second-last": 1}[self.skip_frame]
+        return max(0, min(t - 1, n_past - 1 - lag))
+
+    @contextlib.contextmanager
+    def feeding(self, feed: str):
+        """Run the model with another ``feed`` for the block, e.g. "true" to score one-step
+        predictions from the true previous frames of a model trained on its own."""
+        saved = self.feed
+        self.feed = feed
+        try:
+            yield
+        finally:
+            self.feed = saved
+
+    def _feeds_own(self, t: int, n_past: int, observed: int, batch: int, device):
+        """Whether step t + 1 is fed the model's prediction of frame t rather than the true frame:
+        False, True, or a (batch,) mask of the videos that are (scheduled sampling)."""
+        if t >= observed:
+            return True
+        if t < n_past or self.feed == "true":
+            return False
+        p = self.own_feed_probability
+        if p >= 1:
+            return True
+        return torch.rand(batch, device=device) < p if p > 0 else False
 
     # -- encodings ------------------------------------------------------------------------------
 
@@ -107,11 +149,18 @@ class SVG(nn.Module):
         # write a gradient of the whole stack (a cost growing as T^2).
         h_steps = h_obs.unbind(1)
         skip_steps = [s.unbind(1) for s in skips_obs]
-        skip_terms = {}  # the decoder's share of a skip frame, computed once per frame
+        skip_terms = {}  # the decoder's share of a true frame's skips, computed once per frame
+
+        def true_skip_terms(i):
+            if i not in skip_terms:
+                skip_terms[i] = self.decoder.skip_terms([s[i] for s in skip_steps])
+            return skip_terms[i]
+
         predictions = []
         with pyro.plate("videos", batch, dim=-1):
             prior_state = predictor_state = None
             h_prev = h_steps[0]
+            fed_skip_terms = None  # those of the model's own prediction fed at this step, if any
             for t in pyro.markov(range(1, total)):
                 if self.prior is None:
                     predictor_input = h_prev
@@ -122,14 +171,32 @@ class SVG(nn.Module):
                     predictor_input = broadcast_cat(h_prev, z)
                 g, predictor_state = self.predictor(predictor_input, predictor_state)
                 skip = self.skip_index(t, n_past)
-                if skip not in skip_terms:
-                    skip_terms[skip] = self.decoder.skip_terms([s[skip] for s in skip_steps])
-                x_hat = self.decoder.decode(g, skip_terms[skip]).float()  # fp32 density under autocast
+                terms = None if skip is None else fed_skip_terms if fed_skip_terms is not None else true_skip_terms(skip)
+                x_hat = self.decoder.decode(g, terms).float()  # fp32 density under autocast
                 frame = videos[:, t] if t < observed else None
                 pyro.sample(frame_site(t), frame_distribution(self.likelihood, x_hat, self.obs_scale), obs=frame)
                 predictions.append(x_hat)
                 if t + 1 < total:
-                    h_prev = h_steps[t] if t < observed else self.encoder(x_hat)[0]
+                    h_prev, fed_skip_terms = self._next_input(t, n_past, observed, x_hat, h_steps,
+                                                              true_skip_terms)
+        return torch.stack(torch.broadcast_tensors(*predictions), dim=-4)
+
+    def _next_input(self, t, n_past, observed, x_hat, h_steps, true_skip_terms):
+        """The encoding of the frame fed at step t + 1 (the true x_t or the prediction x_hat_t), and,
+        with skips from the previous frame, the decoder's skip terms of a fed prediction."""
+        own = self._feeds_own(t, n_past, observed, x_hat.shape[-4], x_hat.device)
+        if own is False:
+            return h_steps[t], None
+        h_own, skips_own = self.encoder(x_hat)
+        terms_own = self.decoder.skip_terms(skips_own) if self.skip_frame == "previous" else None
+        if own is True:
+            return h_own, terms_own
+        # scheduled sampling: some videos get their prediction, the others the true frame
+        h = torch.where(own[:, None], h_own, h_steps[t])
+        if terms_own is not None:
+            terms_own = [torch.where(own[:, None, None, None], a, b) for a, b in zip(terms_own, true_skip_terms(t))]
+        return h, terms_own
+
         return torch.stack(torch.broadcast_tensors(*predictions), dim=-4)
 
     forward = model  # calling the module runs the model, as the ELBO module in training does

@@ -15,7 +15,7 @@ def build_model(config):
     """(svg, guide): ``svg.model`` and ``guide`` are the Pyro model and guide of ``config``."""
     c = config.validate()
     encoder = Encoder(c.arch, c.channels, c.g_dim, c.width, c.image_size)
-    decoder = Decoder(c.arch, c.channels, c.g_dim, c.width, c.image_size)
+    decoder = Decoder(c.arch, c.channels, c.g_dim, c.width, c.image_size, skips=c.skip_frame != "none")
     if c.model == "det":
         prior, z_dim = None, 0
     elif c.model == "svg-fp":
@@ -24,7 +24,7 @@ def build_model(config):
         prior, z_dim = LearnedPrior(c.g_dim, c.z_dim, c.rnn_size, c.prior_layers), c.z_dim
     predictor = LSTM(c.g_dim + z_dim, c.g_dim, c.rnn_size, c.predictor_layers)
     svg = SVG(encoder, decoder, predictor, prior, (c.channels, c.image_size, c.image_size),
-              c.likelihood_scale, c.kl_weight, c.skip_frame, c.likelihood)
+              c.likelihood_scale, c.kl_weight, c.skip_frame, c.likelihood, c.feed)
     svg.apply(init_weights)
     if prior is None:
         return svg, EmptyGuide()

@@ -177,11 +177,14 @@ def _evaluate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bound-particles", type=int, nargs="+", default=list(default["bound_particles"]), metavar="K",
                    help="also the held-out ELBO and importance-weighted bounds on log p(x) with K latent "
                         "paths each (e.g. 1 10 100; nats per frame; svg_pyro.bounds)")
+    p.add_argument("--motion-videos", type=int, default=default["motion_videos"], metavar="N",
+                   help="SM-MNIST: also find the digits in 5 futures of the first N test videos, free-running and "
+                        "teacher-forced one-step (svg_pyro.motion; 0 = off)")
     _progress_option(p)
 
 
 def _evaluate(args) -> int:
-    from svg_pyro.evaluate import bounds_table, evaluate, markdown_table
+    from svg_pyro.evaluate import bounds_table, evaluate, markdown_table, motion_table
 
     if args.out is None:
         given = Path(args.checkpoint)
@@ -192,9 +195,11 @@ def _evaluate(args) -> int:
                        device=args.device, bn=args.bn, max_batch=args.batch, seed=args.seed,
                        data_root=args.data_root, mnist_root=args.mnist_root,
                        window=None if args.window is None else tuple(args.window),
-                       bound_particles=tuple(args.bound_particles), progress=_progress(args))
+                       bound_particles=tuple(args.bound_particles), motion_videos=args.motion_videos,
+                       progress=_progress(args))
     print(markdown_table(metrics), end="")
     print(bounds_table(metrics), end="")
+    print(motion_table(metrics), end="")
     print(f"written: {Path(args.out) / 'metrics.json'}")
     return 0
 
@@ -287,6 +292,10 @@ def _kl_curves_options(p: argparse.ArgumentParser) -> None:
                    help="horizontal axis: training step or training minutes")
 
 
+def _numbers(values) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
 def _kl_curves(args) -> int:
     from svg_pyro.kl_curves import PROBED, compare_runs
 
@@ -300,6 +309,10 @@ def _kl_curves(args) -> int:
                      f"(copy-last {r['copy_last_certain_displacement_error']:.2f}), position error best "
                      f"{r['position_error_best']:.2f} / mean {r['position_error_mean']:.2f} px "
                      f"(copy-last {r['copy_last_position_error']:.2f})")
+            if "one_step_displacement_error_t" in r:
+                line += ("; displacement error per predicted step, free-running "
+                         f"{_numbers(r['displacement_error_t'])}, one-step from true frames "
+                         f"{_numbers(r['one_step_displacement_error_t'])}")
         print(line)
     print(f"wrote {args.out}")
     return 0

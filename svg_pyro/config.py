@@ -17,14 +17,15 @@ ELBOS = ("trace", "meanfield", "iwae")
 ARCHS = ("dcgan", "vgg")
 DATASETS = ("smmnist", "kth", "bair")
 VELOCITIES = ("uniform", "nonuniform")
-SKIP_FRAMES = ("last", "second-last")
+SKIP_FRAMES = ("last", "second-last", "previous", "none")
+FEEDS = ("true", "own")
 PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
 IMAGE_SIZES = (64, 128)
 
 # The allowed values of the fields that take one of a few: checked by Config.validate, offered by the CLI.
 CHOICES = {"dataset": DATASETS, "velocity": VELOCITIES, "image_size": IMAGE_SIZES, "model": MODELS,
-           "arch": ARCHS, "skip_frame": SKIP_FRAMES, "elbo": ELBOS, "precision": PRECISIONS,
+           "arch": ARCHS, "skip_frame": SKIP_FRAMES, "feed": FEEDS, "elbo": ELBOS, "precision": PRECISIONS,
            "lr_schedule": LR_SCHEDULES, "likelihood": LIKELIHOODS}
 
 
@@ -59,9 +60,17 @@ class Config:
     posterior_layers: int = setting(1, "LSTM layers of the posterior q(z_t | x_1:t)")
     prior_layers: int = setting(1, "LSTM layers of the learned prior")
     # After the conditioning steps, "last" follows the paper's text and "second-last" the reference
-    # code; before that, step t always takes x_{t-1}.
-    skip_frame: str = setting("last", "conditioning frame whose encoder features feed the decoder's skips "
-                                      "after the conditioning steps: last = x[n_past-1], second-last = x[n_past-2]")
+    # code; before that, step t always takes x_{t-1}. A fixed frame suits a static background; on
+    # SM-MNIST the decoder must then draw the digit ever further from its skips (docs/recipe.md).
+    skip_frame: str = setting("last", "frame whose encoder features feed the decoder's skips after the conditioning "
+                                      "steps: last = x[n_past-1], second-last = x[n_past-2], previous = the frame fed "
+                                      "as input at each step (the model's own prediction when it feeds one), "
+                                      "none = no skips")
+    feed: str = setting("true", "what the recurrence is fed after the conditioning frames in training: true = the "
+                                "true frame (teacher forcing, the paper's), own = the model's own mean prediction, "
+                                "as in generation (the ELBO is then that of the generation program)")
+    feed_ramp: int = setting(0, "with --feed own: steps over which the chance of feeding the model's own prediction "
+                                "(per video and step) rises linearly from 0 to 1 (scheduled sampling); 0 = from the start")
     # objective
     likelihood: str = setting("gaussian", "the frame likelihood p(x_t | x_hat_t): gaussian (the paper's), laplace, or "
                                           "bernoulli (grey levels as probabilities); svg_pyro/models/likelihoods.py")
@@ -123,6 +132,9 @@ class Config:
               "obs_scale sets a gaussian or laplace likelihood's scale; the bernoulli likelihood has none")
         check(self.probe_videos >= 0, f"probe_videos must be >= 0, not {self.probe_videos}")
         check(self.workers is None or self.workers >= 0, f"workers must be >= 0, not {self.workers}")
+        check(self.feed_ramp >= 0, f"feed_ramp must be >= 0, not {self.feed_ramp}")
+        check(self.feed_ramp == 0 or self.feed == "own", "feed_ramp ramps in --feed own; it has no effect with "
+                                                          "--feed true")
         check(self.n_future >= 1, f"n_future must be at least 1, not {self.n_future}")
         # one given frame says nothing of the motion, and the sampler draws z from the posterior on the
         # given steps t = 1..n_past-1: the reference conditions on 2 (BAIR) to 10 (KTH)

@@ -11,8 +11,10 @@ conditioning frame; they make one prediction, so their best and mean coincide.
 
 Writes ``DIR/metrics.json`` (settings under "protocol", per-step arrays and summaries under
 "results"), ``DIR/table.md``, ``DIR/per_step.png``, ``DIR/samples.png`` and ``DIR/samples.gif``, and
-with ``--bound-particles`` the held-out bounds (``svg_pyro.bounds``) and ``DIR/bounds.png``.
-See docs/evaluation.md.
+with ``--bound-particles`` the held-out bounds (``svg_pyro.bounds``) and ``DIR/bounds.png``. On
+SM-MNIST (1 or 2 digits) it also runs the motion probe (``svg_pyro.motion``) on the first
+``--motion-videos`` test videos: where the generated digits are, per predicted step free-running
+and teacher-forced one-step, under "motion". See docs/evaluation.md.
 """
 from __future__ import annotations
 
@@ -309,7 +311,8 @@ def write_outputs(out, metrics: dict, shown: list[Shown]) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    (out / "table.md").write_text(markdown_table(metrics) + ("\n" + bounds_table(metrics) if bounds_table(metrics) else ""))
+    (out / "table.md").write_text("\n".join(t for t in (markdown_table(metrics), bounds_table(metrics),
+                                                      motion_table(metrics)) if t))
     from svg_pyro.eval_plots import plot_bounds, plot_per_step, save_shown
 
     p = metrics["protocol"]
@@ -325,14 +328,17 @@ def evaluate(checkpoint, out, *, samples: int = 100, videos: int = 256, n_past: 
              det_checkpoint=None, device: str = "auto", bn: str = "eval",
              max_batch: int = DEFAULT_MAX_BATCH, seed: int = 0, data_root: str | None = None,
              mnist_root: str | None = None, window: tuple[int, int] | None = None,
-             bound_particles: tuple[int, ...] = (), progress: bool = True) -> dict:
+             bound_particles: tuple[int, ...] = (), motion_videos: int = 64, progress: bool = True) -> dict:
     """Run the protocol (module doc) and write its outputs to ``out``; returns metrics.json's dict.
     ``window`` = (first, last) frame index: also summarise each video's scores over those frames.
     ``bound_particles`` = (K, ...): also the held-out ELBO and the importance-weighted bounds with
-    these K (``svg_pyro.bounds``) of the model and the deterministic baseline, under "bound"."""
+    these K (``svg_pyro.bounds``) of the model and the deterministic baseline, under "bound".
+    ``motion_videos``: test videos of the motion probe (SM-MNIST, the model's own prior; 0 = off)."""
     if bound_particles and (prior != "learned" or prior_checkpoint is not None):
         raise InvalidInput("--bound-particles scores a model under its own prior; drop --prior fixed / "
                            "--prior-checkpoint, or --bound-particles")
+    if motion_videos < 0:
+        raise InvalidInput(f"--motion-videos must be >= 0, not {motion_videos}")
     if any(k < 1 for k in bound_particles):
         raise InvalidInput(f"--bound-particles must be at least 1, not {min(bound_particles)}")
     ev = load_evaluation(checkpoint, samples=samples, videos=videos, n_past=n_past, horizon=horizon,
@@ -357,6 +363,14 @@ def evaluate(checkpoint, out, *, samples: int = 100, videos: int = 256, n_past: 
         if det_checkpoint is not None:
             _, det, det_guide, _ = _load(det_checkpoint, ev.device, "--det-checkpoint")
             results["deterministic"]["bound"] = timed_bounds(det, det_guide, "bounds det")
+    if motion_videos and ev.config.dataset == "smmnist" and ev.config.num_digits in (1, 2) and ev.prior is None:
+        from svg_pyro.motion import MotionProbe
+
+        probe = MotionProbe(ev.test_set, ev.n_past, min(motion_videos, ev.videos))
+        results["svg"]["motion"] = probe(ev.svg, ev.guide)
+        if det_checkpoint is not None:
+            _, det, det_guide, _ = _load(det_checkpoint, ev.device, "--det-checkpoint")
+            results["deterministic"]["motion"] = probe(det, det_guide)
     metrics = build_metrics(ev, results, seed=seed, det_checkpoint=det_checkpoint,
                             seconds=time.perf_counter() - started)
     write_outputs(out, metrics, shown)
@@ -378,6 +392,29 @@ def bounds_table(metrics: dict) -> str:
         cells = [b["elbo"]] + [b["iwae"][k] for k in ks]
         lines.append(f"| {label} | " + " | ".join(f"{c['per_frame']:.2f} +- {c['ci95_per_frame']:.2f}"
                                                    for c in cells) + f" | {b.get('seconds', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def motion_table(metrics: dict) -> str:
+    """The motion probe's scores (where it ran) in Markdown: per predicted step, the displacement
+    error free-running and teacher-forced one-step, and the certain-step and position errors."""
+    probed = {r["label"]: r["motion"] for r in metrics["results"].values() if "motion" in r}
+    if not probed:
+        return ""
+    steps = len(next(iter(probed.values()))["displacement_error_t"])
+    lines = ["Motion probe (pixels; digits found in 5 samples per video): displacement error per predicted step, "
+             "free-running / one-step from the true previous frames", "",
+             "| model | certain-step error | position error best / mean | "
+             + " | ".join(f"step {i}" for i in range(1, steps + 1)) + " |", "| --- " * (3 + steps) + "|"]
+    for label, m in probed.items():
+        certain = m["certain_displacement_error"]
+        cells = [f"{a:.2f} / {b:.2f}" for a, b in zip(m["displacement_error_t"], m["one_step_displacement_error_t"])]
+        lines.append(f"| {label} | {'-' if certain is None else f'{certain:.2f}'} | {m['position_error_best']:.2f} / "
+                     f"{m['position_error_mean']:.2f} | " + " | ".join(cells) + " |")
+    m = next(iter(probed.values()))
+    copy = m["copy_last_certain_displacement_error"]
+    lines.append(f"| copy last frame | {'-' if copy is None else f'{copy:.2f}'} | {m['copy_last_position_error']:.2f} | "
+                 + " | ".join("" for _ in range(steps)) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,9 @@ each transition t, averaged over the last ``--smooth`` logged rows, which shows 
 the latent is used. When the runs logged the motion probe (SM-MNIST, ``svg_pyro.motion``), a second
 row shows its errors at each sample interval: the displacement error on the steps whose motion is
 certain, and the position error of the best and the mean sample, each beside copy-last-frame's.
+Where the probe also scored teacher-forced one-step predictions, a third row shows, per predicted
+step at the last probe, the free-running displacement error beside the one-step error from the true
+previous frame, and the one-step error (mean over the steps) over training.
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ def smoothed(values, window: int) -> np.ndarray:
 
 X_AXES = {"step": "training step", "minutes": "training minutes (sum of the logged step times)"}
 PROBED = "certain_displacement_error"  # a key of the rows where the motion probe ran
+ONE_STEP = "one_step_displacement_error"  # a key of the probes that also scored one-step predictions
 
 
 def x_values(rows, x: str) -> np.ndarray:
@@ -58,9 +62,11 @@ def plot_kl_curves(runs: dict, path, smooth: int = 10, title: str = "", x: str =
     from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
 
     motion = any(r.get(PROBED) is not None for rows in runs.values() for r in rows)
+    one_step = any(ONE_STEP in r for rows in runs.values() for r in rows)
     x_label = x_label or X_AXES[x]
-    fig = Figure(figsize=(10, 7.2 if motion else 3.6))
-    axes = fig.subplots(2 if motion else 1, 2, squeeze=False)
+    panel_rows = 1 + motion + one_step
+    fig = Figure(figsize=(10, 3.6 * panel_rows))
+    axes = fig.subplots(panel_rows, 2, squeeze=False)
     over_training, per_step = axes[0]
     for label, rows in runs.items():
         line, = over_training.plot(x_values(rows, x), smoothed([r["kl_per_step"] for r in rows], smooth), lw=1.3,
@@ -69,12 +75,23 @@ def plot_kl_curves(runs: dict, path, smooth: int = 10, title: str = "", x: str =
         per_step.plot(np.arange(1, len(last) + 1), last, "o-", ms=3, color=line.get_color(), label=label)
         if motion:
             _plot_motion(axes[1], rows, x, line.get_color())
+        if one_step:
+            _plot_one_step(axes[2], rows, x, line.get_color())
     if motion:
         axes[1][0].set_ylabel("displacement error, certain steps (px/frame)")
         axes[1][1].set_ylabel("position error (px): best sample -, mean --")
         for ax in axes[1]:
             ax.sharex(over_training)
             ax.set_xlabel(x_label)
+            ax.set_ylim(bottom=0)
+    if one_step:
+        steps, over = axes[2]
+        steps.set_xlabel("predicted step (last probe)")
+        steps.set_ylabel("displacement error (px/frame):\nfree-running -, one-step from true frames --")
+        over.sharex(over_training)
+        over.set_xlabel(x_label)
+        over.set_ylabel("one-step displacement error (px/frame)")
+        for ax in axes[2]:
             ax.set_ylim(bottom=0)
     over_training.set_xlabel(x_label)
     over_training.set_ylabel("KL per transition (nats)")
@@ -107,6 +124,19 @@ def _plot_motion(axes, rows, x: str, color) -> None:
     position.plot(at, [r["position_error_best"] for r in pick], "o-", ms=3, color=color)
     position.plot(at, [r["position_error_mean"] for r in pick], "--", color=color, lw=1)
     position.axhline(pick[-1]["copy_last_position_error"], color=color, ls=":", lw=1)
+
+
+def _plot_one_step(axes, rows, x: str, color) -> None:
+    """Free-running against teacher-forced one-step displacement error: per step, and over training."""
+    probed = [(x_values(rows, x)[i], r) for i, r in enumerate(rows) if ONE_STEP in r]
+    if not probed:
+        return
+    steps, over = axes
+    last = probed[-1][1]
+    n = np.arange(1, len(last["displacement_error_t"]) + 1)
+    steps.plot(n, last["displacement_error_t"], "o-", ms=3, color=color)
+    steps.plot(n, last["one_step_displacement_error_t"], "s--", ms=3, color=color, lw=1)
+    over.plot([at for at, _ in probed], [r[ONE_STEP] for _, r in probed], "o-", ms=3, color=color)
 
 
 def compare_runs(run_dirs, out, labels=None, smooth: int = 10, until: int | None = None, title: str = "",

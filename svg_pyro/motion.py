@@ -11,6 +11,12 @@ in them by least squares against the digits' own images, and scores:
 - displacement error on the certain steps (pixels per frame): |generated - true displacement| over
   every sample, digit and certain step. As the truth there is a point mass, this is the Wasserstein-1
   distance of the trajectory study, pooled over the probe videos;
+- displacement error per predicted step, free-running (every sample, digit and step, wall hits
+  included) beside the teacher-forced one-step error: each prediction made from the TRUE previous
+  frames (``svg.model`` with every frame observed, fed the true frames, z from the prior), scored
+  as |predicted - true position| = |predicted - true displacement| from the true previous frame.
+  A one-step error that grows with the step is the model's design (e.g. a fixed skip frame), not
+  its own frames fed back; a flat one that the free-running error leaves behind is the feedback;
 - copy-last-frame on the same videos, for scale: a model that does not move the digits scores it.
 
 Positions are top-left corners (x, y) in pixels, as in ``svg_pyro.smmnist``.
@@ -166,10 +172,12 @@ def certain_steps(positions: np.ndarray, n_past: int, table: np.ndarray | None, 
 # the probe
 
 
-def score_motion(found: np.ndarray, truth: np.ndarray, certain: np.ndarray) -> dict:
+def score_motion(found: np.ndarray, truth: np.ndarray, certain: np.ndarray,
+                 one_step: np.ndarray | None = None) -> dict:
     """Scores of generated positions ``found`` (S, K, D, n + 1, 2) against the true ones ``truth``
     (K, D, n + 1, 2), both from the last conditioning frame on (n predicted steps); ``certain``
-    (K, D, n) marks the steps whose displacement is certain."""
+    (K, D, n) marks the steps whose displacement is certain. ``one_step`` (S, K, D, n, 2): the
+    positions in the teacher-forced one-step predictions of the n predicted frames, if scored."""
     found, truth = np.asarray(found, dtype=float), np.asarray(truth, dtype=float)
     error = np.linalg.norm(found[:, :, :, 1:] - truth[None, :, :, 1:], axis=-1).mean(axis=2)  # (S, K, n)
     best = error.mean(axis=2).argmin(axis=0)  # each video's best sample
@@ -179,7 +187,9 @@ def score_motion(found: np.ndarray, truth: np.ndarray, certain: np.ndarray) -> d
     true_moved = np.diff(truth, axis=2)  # (K, D, n): displacement of frame t -> t + 1
     off = np.linalg.norm(np.diff(found, axis=3) - true_moved[None], axis=-1)  # (S, K, D, n)
     any_certain = bool(certain.any())
-    return {
+    certain_t = [float(off[:, certain[:, :, i], i].mean()) if certain[:, :, i].any() else None
+                 for i in range(off.shape[-1])]
+    scores = {
         "position_error_best": float(best_t.mean()), "position_error_mean": float(mean_t.mean()),
         "position_error_best_t": best_t.tolist(), "position_error_mean_t": mean_t.tolist(),
         "copy_last_position_error": float(copy_t.mean()),
@@ -187,7 +197,14 @@ def score_motion(found: np.ndarray, truth: np.ndarray, certain: np.ndarray) -> d
         "copy_last_certain_displacement_error": (float(np.linalg.norm(true_moved, axis=-1)[certain].mean())
                                                  if any_certain else None),
         "certain_steps": int(certain.sum()),
+        "displacement_error_t": off.mean(axis=(0, 1, 2)).tolist(),
+        "certain_displacement_error_t": certain_t,
     }
+    if one_step is not None:  # from the true previous frame, |predicted - true| is the displacement error
+        one = np.linalg.norm(np.asarray(one_step, dtype=float) - truth[None, :, :, 1:], axis=-1).mean(axis=(0, 1, 2))
+        scores["one_step_displacement_error_t"] = one.tolist()
+        scores["one_step_displacement_error"] = float(one.mean())
+    return scores
 
 
 class MotionProbe:
@@ -215,15 +232,23 @@ class MotionProbe:
         self.certain = np.stack([certain_steps(p, n_past, table, dataset.image_size) for p in self.truth])
 
     def __call__(self, svg, guide) -> dict:
-        from svg_pyro.sampling import generate, model_device
+        from svg_pyro.sampling import batchnorm_mode, generate, model_device
 
         device = model_device(svg)
         cuda = [device.index or 0] if device.type == "cuda" else []
+        videos = self.videos.to(device)
         with torch.random.fork_rng(devices=cuda), poutine.block():
             torch.manual_seed(PROBE_SEED)
-            frames = generate(svg, guide, self.videos.to(device), self.n_past, self.videos.shape[1],
-                              self.samples, bn="eval").cpu()
+            frames = generate(svg, guide, videos, self.n_past, videos.shape[1], self.samples, bn="eval").cpu()
+            # every frame observed and fed as it is (not the model's own), z from the prior
+            with torch.no_grad(), batchnorm_mode([svg], "eval"), svg.feeding("true"):
+                one_step = svg.model(videos.repeat(self.samples, 1, 1, 1, 1), self.n_past).cpu()
         frames = frames[:, :, self.n_past - 1:]  # the conditioning frames' positions are known
-        found = np.stack([digit_positions(frames[:, k], self.templates[k]).numpy()  # (S, n + 1, D, 2)
-                          for k in range(len(self.templates))], axis=1).swapaxes(2, 3)
-        return score_motion(found, self.truth[:, :, self.n_past - 1:], self.certain)
+        one_step = one_step[:, self.n_past - 1:].unflatten(0, (self.samples, len(videos)))
+        return score_motion(self._positions(frames), self.truth[:, :, self.n_past - 1:], self.certain,
+                            self._positions(one_step))
+
+    def _positions(self, frames: torch.Tensor) -> np.ndarray:
+        """Digit positions (S, K, D, n, 2) in frames (S, K, n, 1, H, W) of the probe videos."""
+        return np.stack([digit_positions(frames[:, k], self.templates[k]).numpy()  # (S, n, D, 2)
+                         for k in range(len(self.templates))], axis=1).swapaxes(2, 3)

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from svg_pyro.errors import InvalidInput
+
 
 def init_weights(module: nn.Module) -> None:
     """Reference initialisation: conv/linear weights N(0, 0.02), BN weights N(1, 0.02), biases 0."""
@@ -88,30 +90,34 @@ class Decoder(nn.Module):
     """(g (..., g_dim), skips) -> frame (..., C, H, W) in [0, 1]; mirrors :class:`Encoder`.
 
     Each stage consumes the concatenation of the upsampled features and the encoder skip of the
-    same resolution (U-Net style), which carries the static background of the conditioning frame.
+    same resolution (U-Net style), which carries the static background of the conditioning frame;
+    with ``skips=False`` it consumes the features alone.
     """
 
-    def __init__(self, arch: str, channels: int, g_dim: int, width: int = 64, image_size: int = 64):
+    def __init__(self, arch: str, channels: int, g_dim: int, width: int = 64, image_size: int = 64,
+                 skips: bool = True):
         super().__init__()
+        self.has_skips = skips
+        k = 2 if skips else 1  # a stage's input: [features, skip] or the features alone
         stages = {64: 4, 128: 5}[image_size]
         widths = _stage_channels(width, stages)[::-1]  # coarsest first
         self.arch = arch
         self.head = _conv_block(g_dim, widths[0], 4, 1, 0, transposed=True)
         blocks = []
-        for i, w in enumerate(widths):  # stage i sees [features, skip], both with w channels
+        for i, w in enumerate(widths):  # stage i sees [features, skip], both with w channels, or features
             last = i == len(widths) - 1
             if arch == "dcgan":
                 if last:
-                    blocks.append(nn.Sequential(nn.ConvTranspose2d(2 * w, channels, 4, 2, 1), nn.Sigmoid()))
+                    blocks.append(nn.Sequential(nn.ConvTranspose2d(k * w, channels, 4, 2, 1), nn.Sigmoid()))
                 else:
-                    blocks.append(_conv_block(2 * w, widths[i + 1], 4, 2, 1, transposed=True))
+                    blocks.append(_conv_block(k * w, widths[i + 1], 4, 2, 1, transposed=True))
             elif last:
-                blocks.append(nn.Sequential(_conv_block(2 * w, w, 3, 1, 1),
+                blocks.append(nn.Sequential(_conv_block(k * w, w, 3, 1, 1),
                                             nn.ConvTranspose2d(w, channels, 3, 1, 1), nn.Sigmoid()))
             else:
                 convs = 2 if len(widths) - 1 - i < 2 else 3  # mirror the encoder stage
                 outs = [w] * (convs - 1) + [widths[i + 1]]
-                ins = [2 * w] + [w] * (convs - 1)
+                ins = [k * w] + [w] * (convs - 1)
                 blocks.append(nn.Sequential(*(_conv_block(a, b, 3, 1, 1) for a, b in zip(ins, outs))))
         self.stages = nn.ModuleList(blocks)
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest") if arch == "vgg" else None
@@ -128,16 +134,20 @@ class Decoder(nn.Module):
         return [_half_conv(_layers(stage)[0], skip, skip_half=True)
                 for stage, skip in zip(self.stages, reversed(skips))]
 
-    def decode(self, g: torch.Tensor, skip_terms: list[torch.Tensor]) -> torch.Tensor:
-        """The frame from g (..., g_dim) and the ``skip_terms`` of its skip frame (broadcast)."""
-        lead = torch.broadcast_shapes(g.shape[:-1], skip_terms[0].shape[:-3])
+    def decode(self, g: torch.Tensor, skip_terms: list[torch.Tensor] | None) -> torch.Tensor:
+        """The frame from g (..., g_dim) and the ``skip_terms`` of its skip frame (broadcast; None
+        for a decoder without skips)."""
+        if (skip_terms is None) == self.has_skips:
+            raise InvalidInput("skip terms must be given to a decoder with skips, and only to one")
+        lead = g.shape[:-1] if skip_terms is None else torch.broadcast_shapes(g.shape[:-1], skip_terms[0].shape[:-3])
         x = _cpu_layout(self.head(g.expand(*lead, -1).reshape(-1, g.shape[-1], 1, 1)))
-        for stage, term in zip(self.stages, skip_terms):
+        for i, stage in enumerate(self.stages):
             if self.upsample is not None:
                 x = self.upsample(x)
             first, *rest = _layers(stage)
-            x = _half_conv(first, x, skip_half=False)
-            x = (x.reshape(*lead, *x.shape[1:]) + term).reshape(-1, *x.shape[1:])
+            x = _half_conv(first, x, skip_half=False, halves=2 if self.has_skips else 1)
+            if skip_terms is not None:
+                x = (x.reshape(*lead, *x.shape[1:]) + skip_terms[i]).reshape(-1, *x.shape[1:])
             for layer in rest:
                 x = layer(x)
         return x.reshape(*lead, *x.shape[1:])
@@ -160,10 +170,10 @@ def _layers(stage: nn.Module) -> list[nn.Module]:
     return [m for m in stage.modules() if next(m.children(), None) is None]
 
 
-def _half_conv(conv: nn.Module, x: torch.Tensor, skip_half: bool) -> torch.Tensor:
+def _half_conv(conv: nn.Module, x: torch.Tensor, skip_half: bool, halves: int = 2) -> torch.Tensor:
     """``conv`` restricted to the first (features) or second (skip) half of its input channels;
-    the bias goes with the features."""
-    half = conv.in_channels // 2
+    the bias goes with the features. ``halves=1``: a convolution with no skip half, applied whole."""
+    half = conv.in_channels // halves
     part = slice(half, None) if skip_half else slice(0, half)
     bias = None if skip_half else conv.bias
     x, lead = _flatten(x, 3)

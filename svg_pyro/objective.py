@@ -151,7 +151,8 @@ def gaussian_nll(x, x_hat, sigma: float) -> torch.Tensor:
 
 
 def plain_negative_elbo(svg, posterior, videos: torch.Tensor, n_past: int) -> torch.Tensor:
-    """The same single-sample -ELBO (analytic KL) as TraceMeanField_ELBO, in plain torch.
+    """The same single-sample -ELBO (analytic KL) as TraceMeanField_ELBO, in plain torch, of a
+    teacher-forced model (``feed`` "true").
 
     Summed over the batch, like Pyro's. Used by the overhead benchmark and the tests."""
     h, skips = svg.encoder(videos)
@@ -172,10 +173,10 @@ def plain_negative_elbo(svg, posterior, videos: torch.Tensor, n_past: int) -> to
             total = total + svg.kl_weight * kl.sum()
             predictor_input = torch.cat([h_prev, z], -1)
         g, predictor_state = svg.predictor(predictor_input, predictor_state)
-        skip = svg.skip_index(t, n_past)
-        if skip not in skip_terms:
+        skip = svg.skip_index(t, n_past)  # teacher forced: "previous" is the true x_{t-1}
+        if skip is not None and skip not in skip_terms:
             skip_terms[skip] = svg.decoder.skip_terms([s[skip] for s in skips])
-        x_hat = svg.decoder.decode(g, skip_terms[skip])
+        x_hat = svg.decoder.decode(g, None if skip is None else skip_terms[skip])
         total = total + gaussian_nll(videos[:, t], x_hat, svg.obs_scale).sum()
     return total
 

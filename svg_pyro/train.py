@@ -207,6 +207,8 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
             if config.lr_schedule == "cosine":  # a function of the step alone: resumed runs follow it exactly
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * (1 + math.cos(math.pi * step / config.steps)) / 2
+            if config.feed_ramp:  # scheduled sampling, a function of the step alone (as the lr schedule)
+                svg.own_feed_probability = min(1.0, step / config.feed_ramp)
             # Pyro's validation is off (above), so non-finite network outputs reach the loss rather
             # than raising in a distribution; training_step's finiteness check catches them
             loss, applied = training_step(parallel_objective, optimizer, svg, batch, config.n_past, world,

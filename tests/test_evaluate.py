@@ -10,6 +10,7 @@ from skimage.metrics import structural_similarity
 
 from svg_pyro.models.priors import fixed_prior, learned_prior_of, swap_prior
 from svg_pyro.build import build_model
+from svg_pyro.datasets import make_datasets
 from svg_pyro.config import preset
 from svg_pyro.cli import run_subcommand
 from svg_pyro.evaluate import best_of_n, interval, markdown_table, summarize, summarize_results
@@ -279,6 +280,15 @@ def test_cli_writes_the_documented_metrics(checkpoints, tmp_path, tiny_data):
         assert (out / name).stat().st_size > 100
     assert "copy last frame" in (out / "table.md").read_text()
     assert "SSIM best, frames 3-4" in (out / "table.md").read_text()
+    # the motion probe on the same 5 videos, both models; copy-last against the generator's positions
+    longer = make_datasets(config, split_lengths=(config.frames_per_video, N_PAST + 4))[1]  # the evaluation's
+    truth = np.stack([longer.trajectory(v)["positions"][:, N_PAST - 1:] for v in range(5)])  # (5, D, 5, 2)
+    copy_error = np.linalg.norm(truth[:, :, 1:] - truth[:, :, :1], axis=-1).mean()
+    for key in ("svg", "deterministic"):
+        motion = metrics["results"][key]["motion"]
+        assert len(motion["displacement_error_t"]) == len(motion["one_step_displacement_error_t"]) == 4
+        assert motion["copy_last_position_error"] == pytest.approx(copy_error)
+    assert "one-step from the true previous frames" in (out / "table.md").read_text()
 
 
 def test_cli_fixed_prior_and_errors(checkpoints, tmp_path, capsys):
@@ -315,7 +325,6 @@ def test_cli_bounds_of_the_model_and_the_baseline(checkpoints, tmp_path, capsys)
     ELBO and IWAE are its exact log-likelihood, the model's IWAE sits above its ELBO on average."""
     from svg_pyro.bounds import video_bounds
     from svg_pyro.checkpoint import load_model
-    from svg_pyro.datasets import make_datasets
 
     out = tmp_path / "eval"
     assert run_subcommand("evaluate", ["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--samples", "2",

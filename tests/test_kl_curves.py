@@ -66,4 +66,13 @@ def test_probed_runs_get_motion_panels_and_a_line_of_their_last_scores(tmp_path,
             "position error best 2.00 / mean 4.00 px (copy-last 9.00)") in out
     from PIL import Image
     assert Image.open(probed).height > 1.8 * Image.open(plain).height  # a second row of panels
+    # a probe that also scored one-step predictions: a third row, and both per-step lists printed
+    rows[2].update(probe, displacement_error_t=[1.0, 2.5], one_step_displacement_error_t=[1.0, 1.25],
+                   one_step_displacement_error=1.125)
+    (tmp_path / "a" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    one_step = tmp_path / "one_step.png"
+    assert run_subcommand("kl-curves", [str(tmp_path / "a"), "--out", str(one_step)]) == 0
+    assert ("displacement error per predicted step, free-running 1.00, 2.50, one-step from true frames "
+            "1.00, 1.25") in capsys.readouterr().out
+    assert Image.open(one_step).height > 1.4 * Image.open(probed).height
     np.testing.assert_allclose(x_values(rows, "minutes"), [0.5, 1.5, 3.0])
