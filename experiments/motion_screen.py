@@ -13,7 +13,10 @@ teacher-forced one-step predictions per step.
     python experiments/motion_screen.py table [--root runs/motion_screen]
     python experiments/motion_screen.py figure --out samples.png [ARM ...] [--root runs/motion_screen]
 
-Arms are named MODEL-SKIP-FEED-sSEED, e.g. ``lp-previous-true-s0``. Results: docs/motion_screen.md.
+Arms are named MODEL-SKIP-FEED-sSEED, e.g. ``lp-previous-true-s0`` (MODEL ``lp2``: SVG-LP on the
+2-digit SM-MNIST of the shipped 2-digit models, ``smmnist-cpu`` at batch 8); FEED "ramp" is ``--feed own`` with
+``--feed-ramp RAMP`` (scheduled sampling). A stopped ``run`` continues where it was (training resumes
+exactly from the last checkpoint). Results: docs/motion_screen.md.
 """
 from __future__ import annotations
 
@@ -28,39 +31,63 @@ from pathlib import Path
 from objectives import EVALUATE, PROBE_HORIZONS, figure as draw_figure, final_probe
 from recipe import PROBES_AVERAGED, last_probes, read_rows, step_minutes
 
-BASE = ["--preset", "smmnist-1digit-cpu", "--sample-every", "250", "--checkpoint-every", "500"]
+COMMON = ["--sample-every", "250", "--checkpoint-every", "500"]
+ONE_DIGIT = ["--preset", "smmnist-1digit-cpu", *COMMON]  # 1 digit, non-uniform velocities, batch 8
+TWO_DIGITS = ["--preset", "smmnist-cpu", "--batch-size", "8", *COMMON]  # the paper's SM-MNIST, as shipped
 MINUTES = 7
 # seconds per step, one thread, two runs side by side on the 2-core machine (60-step runs; SVG-LP and
 # det within 5% of each other)
 STEP_SECONDS = {("last", "true"): 0.21, ("previous", "true"): 0.24, ("none", "true"): 0.16,
-                ("last", "own"): 0.26, ("previous", "own"): 0.26, ("none", "own"): 0.20}
-MODELS = {"lp": "svg-lp", "det": "det"}
+                ("last", "own"): 0.26, ("previous", "own"): 0.26, ("none", "own"): 0.20,
+                ("previous", "ramp"): 0.26}
+RAMP = 1000  # feed "ramp": the model's own prediction with a chance rising from 0 to 1 over these steps
+MODELS = {"lp": ("svg-lp", ONE_DIGIT), "det": ("det", ONE_DIGIT)}
+TWO_DIGIT_MODELS = {"lp2": ("svg-lp", TWO_DIGITS)}  # the 2-digit check of the 1-digit screen's leads
 # the order they run in: the teacher-forced designs first, then feeding the model's own prediction
 DESIGNS = [("last", "true"), ("previous", "true"), ("none", "true"), ("previous", "own"), ("none", "own"),
-           ("last", "own")]
+           ("previous", "ramp"), ("last", "own")]
 
 
 def arm_name(model: str, skip: str, feed: str, seed: int) -> str:
     return f"{model}-{skip}-{feed}-s{seed}"
 
 
-# both seeds of the first four designs before the last two
-ARMS = {arm_name(model, skip, feed, seed): (MODELS[model], skip, feed, seed)
-        for group in (DESIGNS[:4], DESIGNS[4:]) for seed in (0, 1) for skip, feed in group for model in MODELS}
+# the order they run in: both seeds of the first four designs, seed 0 of the next two, the 2-digit
+# check of today's design against the lead, then the rest
+ORDER = ([(MODELS, design, seed) for seed in (0, 1) for design in DESIGNS[:4]]
+         + [(MODELS, design, 0) for design in DESIGNS[4:6]]
+         + [(TWO_DIGIT_MODELS, design, 0) for design in (("last", "true"), ("none", "true"))]
+         + [(MODELS, design, 1) for design in DESIGNS[4:6]]
+         + [(MODELS, DESIGNS[6], seed) for seed in (0, 1)])
+ARMS = {arm_name(model, skip, feed, seed): (*models[model], skip, feed, seed)
+        for models, (skip, feed), seed in ORDER for model in models}
+
+
+def steps(name: str, minutes: float = MINUTES) -> int:
+    _, _, skip, feed, _ = ARMS[name]
+    return max(50, round(minutes * 60 / STEP_SECONDS[skip, feed] / 50) * 50)
 
 
 def flags(name: str, minutes: float = MINUTES) -> list[str]:
-    model, skip, feed, seed = ARMS[name]
-    steps = max(50, round(minutes * 60 / STEP_SECONDS[skip, feed] / 50) * 50)
-    return [*BASE, "--model", model, "--skip-frame", skip, "--feed", feed, "--seed", str(seed), "--steps", str(steps)]
+    model, base, skip, feed, seed = ARMS[name]
+    feeding = ["--feed", "own", "--feed-ramp", str(RAMP)] if feed == "ramp" else ["--feed", feed]
+    return [*base, "--model", model, "--skip-frame", skip, *feeding, "--seed", str(seed),
+            "--steps", str(steps(name, minutes))]
+
+
+def trained_steps(out: Path) -> int:
+    rows = read_rows(out) if (out / "metrics.jsonl").exists() else []
+    return rows[-1]["step"] if rows else 0
 
 
 def run_arm(name: str, root: Path, minutes: float = MINUTES) -> None:
+    """Train (or resume, exactly, a run that was stopped), evaluate and probe one arm; steps done are skipped."""
     out = root / name
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     commands = []
-    if not (out / "checkpoint.pt").exists():
-        commands.append(["svg-pyro", "train", *flags(name, minutes), "--out", str(out), "--no-progress"])
+    if trained_steps(out) < steps(name, minutes):
+        resume = ["--resume"] if (out / "checkpoint.pt").exists() else []
+        commands.append(["svg-pyro", "train", *flags(name, minutes), "--out", str(out), "--no-progress", *resume])
     if not (out / "evaluate" / "metrics.json").exists():
         commands.append(["svg-pyro", "evaluate", "--checkpoint", str(out / "checkpoint.pt"), *EVALUATE,
                          "--out", str(out / "evaluate"), "--no-progress"])
@@ -85,9 +112,15 @@ def numbers(values, digits=1) -> str:
 
 
 def table(root: Path) -> str:
+    """One Markdown table per dataset (1 digit, 2 digits) of the arms evaluated so far."""
     done = [name for name in ARMS if (root / name / "evaluate" / "probe-10.json").exists()]
     if not done:
         raise SystemExit(f"no arm has been evaluated under {root}")
+    groups = [[n for n in done if ARMS[n][1] is base] for base in (ONE_DIGIT, TWO_DIGITS)]
+    return "\n\n".join(dataset_table(root, names) for names in groups if names)
+
+
+def dataset_table(root: Path, done: list[str]) -> str:
     lines = ["| arm | steps | minutes | KL/step | certain-step error, 5 / 10 steps (px/frame) "
              "| best / mean position error, 10 steps (px) | one-step error from true frames, steps 1-10 (px/frame) "
              "| free-running displacement error, steps 1-10 (px/frame) | certain-step error, steps 1-5 (px/frame) "
