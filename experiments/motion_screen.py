@@ -56,7 +56,8 @@ def arm_name(model: str, skip: str, feed: str, seed: int) -> str:
 # check of today's design against the lead, then the rest
 ORDER = ([(MODELS, design, seed) for seed in (0, 1) for design in DESIGNS[:4]]
          + [(MODELS, design, 0) for design in DESIGNS[4:6]]
-         + [(TWO_DIGIT_MODELS, design, 0) for design in (("last", "true"), ("none", "true"))]
+         + [(TWO_DIGIT_MODELS, design, 0) for design in (("last", "true"), ("none", "true"), ("previous", "own"),
+                                                         ("none", "own"))]
          + [(MODELS, design, 1) for design in DESIGNS[4:6]]
          + [(MODELS, DESIGNS[6], seed) for seed in (0, 1)])
 ARMS = {arm_name(model, skip, feed, seed): (*models[model], skip, feed, seed)

@@ -27,7 +27,7 @@ def test_every_config_field_is_a_training_flag_of_its_type():
                  "arch": "vgg", "skip_frame": "second-last", "elbo": "trace", "precision": "bf16",
                  "mnist_root": "/m", "data_root": "/d", "device": "cpu", "obs_scale": 0.25,
                  "beta": 3e-5, "lr": 1e-3, "kl_weight": 0.5, "lr_schedule": "cosine",
-                 "likelihood": "laplace"}.get(f.name, 7)
+                 "likelihood": "laplace", "feed": "own"}.get(f.name, 7)
         if isinstance(f.default, bool):  # a switch: --deterministic / --no-deterministic
             argv.append(flag)
             expected[f.name] = True
