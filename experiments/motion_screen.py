@@ -59,6 +59,7 @@ ORDER = ([(MODELS, design, seed) for seed in (0, 1) for design in DESIGNS[:4]]
          + [(TWO_DIGIT_MODELS, design, 0) for design in (("last", "true"), ("none", "true"), ("previous", "own"),
                                                          ("none", "own"))]
          + [(MODELS, design, 1) for design in DESIGNS[4:6]]
+         + [(TWO_DIGIT_MODELS, design, 1) for design in (("last", "true"), ("previous", "own"))]
          + [(MODELS, DESIGNS[6], seed) for seed in (0, 1)])
 ARMS = {arm_name(model, skip, feed, seed): (*models[model], skip, feed, seed)
         for models, (skip, feed), seed in ORDER for model in models}
