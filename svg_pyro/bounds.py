@@ -23,6 +23,7 @@ from pyro import poutine
 from torch.distributions import kl_divergence
 
 from svg_pyro.errors import InvalidInput
+from svg_pyro.metrics import interval
 from svg_pyro.sites import FRAME, site_step
 
 DEFAULT_PARTICLES = (1, 10, 100)
@@ -98,8 +99,6 @@ def video_bounds(svg, guide, videos: torch.Tensor, n_past: int, particles=DEFAUL
 def summarize_bounds(bounds: dict) -> dict:
     """metrics.json's ``bound`` entry: means over videos with 95% intervals (1.96 std / sqrt(n)),
     per video and per predicted frame (T-1 frames), and the per-step terms."""
-    from svg_pyro.evaluate import interval
-
     frames = bounds["loglik_t"].shape[1]
 
     def stat(per_video):

@@ -32,7 +32,7 @@ from svg_pyro.build import resolve_device
 from svg_pyro.checkpoint import CheckpointError, load_model
 from svg_pyro.datasets import check_video_values, make_datasets
 from svg_pyro.errors import InvalidInput
-from svg_pyro.metrics import METRICS, describe
+from svg_pyro.metrics import METRICS, describe, interval  # noqa: F401 (interval: part of this module's API)
 from svg_pyro.sampling import BN_MODES, DEFAULT_MAX_BATCH, sample_chunks
 
 # Published test horizons (Denton & Fergus 2018): SM-MNIST 5 -> 25, KTH 10 -> 30, BAIR 2 -> 28.
@@ -46,13 +46,6 @@ MAX_MEMORY = 64 * 2**30  # bytes of scores and sampled frames an evaluation may 
 
 # ---------------------------------------------------------------------------------------------
 # the protocol on score arrays
-
-
-def interval(per_video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over videos (axis 0) and the 95% half-width 1.96 * std / sqrt(videos)."""
-    n = per_video.shape[0]
-    std = per_video.std(axis=0, ddof=1) if n > 1 else np.zeros(per_video.shape[1:])
-    return per_video.mean(axis=0), 1.96 * std / np.sqrt(n)
 
 
 def best_of_n(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

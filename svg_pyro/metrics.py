@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from svg_pyro.errors import InvalidInput
@@ -93,3 +94,10 @@ def describe() -> dict:
         "ssim": (f"{SSIM_WINDOW}x{SSIM_WINDOW} Gaussian window, sigma {SSIM_SIGMA}, valid convolution, "
                  f"data range 1, C1=(0.01)^2, C2=(0.03)^2, population variances, mean over map and channels"),
     }
+
+
+def interval(per_video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over videos (axis 0) and the 95% half-width 1.96 * std / sqrt(videos)."""
+    n = per_video.shape[0]
+    std = per_video.std(axis=0, ddof=1) if n > 1 else np.zeros(per_video.shape[1:])
+    return per_video.mean(axis=0), 1.96 * std / np.sqrt(n)
