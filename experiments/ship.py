@@ -65,7 +65,7 @@ def export() -> None:
             kept = "kept as shipped" if name in manifest else "not trained"
             print(f"{name}: no run in {run} ({kept}; python experiments/ship.py train {name})")
             continue
-        weights = export_weights(run / "checkpoint.pt", SHIPPED / f"{name}.pt", half=True)
+        weights = export_weights(run / "checkpoint.pt", SHIPPED / f"{name}.pt", half=True, overwrite=True)
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
         probed = [r for r in rows if r.get("certain_displacement_error") is not None][-3:]
         manifest[name] = {

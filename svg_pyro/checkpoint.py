@@ -129,18 +129,33 @@ def load_checkpoint(path) -> dict:
     return upgrade(state)
 
 
-def export_weights(source, out, half: bool = False) -> dict:
+def export_weights(source, out, half: bool = False, overwrite: bool = False) -> dict:
     """Write the networks of checkpoint ``source`` to ``out`` without the optimizer and RNG states
-    (``half``: floating-point tensors stored in fp16, loaded back as fp32). Returns what was written."""
+    (``half``: floating-point tensors stored in fp16, loaded back as fp32). Returns what was written.
+    An existing ``out`` is replaced only with ``overwrite``, and never when it is a training
+    checkpoint: weights only cannot be resumed from."""
     state = load_checkpoint(source)
+    out = Path(out)
+    if out.exists():
+        if out.is_dir():
+            raise CheckpointError(f"{out} is a directory; give the file to write, e.g. {out / 'model.pt'}")
+        try:
+            existing = torch.load(out, map_location="cpu", weights_only=True)
+        except Exception:  # not a checkpoint: the user decides
+            existing = None
+        if isinstance(existing, dict) and existing.get("format") in (FORMAT, FORMAT_1):
+            raise CheckpointError(f"{out} is a training checkpoint (it can be resumed); writing weights only over "
+                                  "it would end that. Export to another file; it was not modified.")
+        if not overwrite:
+            raise CheckpointError(f"{out} already exists; pass --force to replace it, or choose another file")
 
     def slim(tensors: dict) -> dict:
         return {k: v.half() if half and v.is_floating_point() else v for k, v in tensors.items()}
 
     weights = {"format": WEIGHTS_FORMAT, "config": state["config"], "step": state["step"],
                "model": slim(state["model"]), "guide": slim(state["guide"]), "fp16": half}
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save(weights, Path(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(weights, out)
     return weights
 
 

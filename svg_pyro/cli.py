@@ -13,6 +13,7 @@ import os
 import sys
 import types
 import typing
+import warnings
 from pathlib import Path
 
 from svg_pyro.config import CHOICES, DEFAULT_PRESET, PRESETS, Config, preset
@@ -36,13 +37,19 @@ def _say_error(message: str) -> None:
     print(f"{f'rank {_rank()}: ' if _rank() else ''}error: {message}", file=sys.stderr)
 
 
+def _say_warning(message, category, *_, **__) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def run(command: Command, args: argparse.Namespace) -> int:
     """Run a subcommand; expected failures become one line on stderr and exit code 2."""
     from svg_pyro.distributed import PeerError
     from svg_pyro.signals import Stopped
 
     try:
-        return command.run(args)
+        with warnings.catch_warnings():  # what the library warns about, as one line too
+            warnings.showwarning = _say_warning
+            return command.run(args)
     except PeerError:
         return EXIT_USAGE  # rank 0 printed the reason
     except Stopped as stopped:  # the checkpoint is written; the message says how to resume
@@ -326,12 +333,14 @@ def _export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="training checkpoint (RUN/checkpoint.pt)")
     p.add_argument("out", help="weights-only file to write (checkpoints/NAME.pt makes NAME a short name)")
     p.add_argument("--half", action="store_true", help="store the weights in fp16 (half the size; loaded as fp32)")
+    p.add_argument("--force", action="store_true", help="replace an existing weights file at OUT (a training "
+                                                         "checkpoint is never replaced)")
 
 
 def _export(args) -> int:
     from svg_pyro.checkpoint import export_weights
 
-    weights = export_weights(args.checkpoint, args.out, args.half)
+    weights = export_weights(args.checkpoint, args.out, args.half, overwrite=args.force)
     size = Path(args.out).stat().st_size / 2**20
     print(f"wrote {args.out}: {weights['config']['model']} at step {weights['step']}, {size:.1f} MiB")
     return 0

@@ -170,6 +170,18 @@ ARCHITECTURE_FIELDS = (
     "predictor_layers", "posterior_layers", "prior_layers", "skip_frame", "likelihood",
 )
 
+# Fields that say what data a model was trained on: models compared on one test set agree on them.
+DATA_FIELDS = ("dataset", "num_digits", "velocity", "deterministic", "image_size", "channels")
+
+
+def check_same_data(config: Config, other: Config, path, role: str) -> None:
+    """Refuse a model ``other`` (``role`` at ``path``) trained on other data than ``config``."""
+    for name in DATA_FIELDS:
+        if getattr(config, name) != getattr(other, name):
+            raise InvalidInput(f"{role} {path} was trained on {name}={getattr(other, name)!r} but the main "
+                               f"checkpoint on {getattr(config, name)!r}; compare models of the same data")
+
+
 DEFAULT_PRESET = "smmnist-cpu"  # what `svg-pyro train` runs without --preset
 
 PRESETS: dict[str, dict] = {

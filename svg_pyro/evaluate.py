@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from tqdm.auto import tqdm
 
 from svg_pyro.build import resolve_device
 from svg_pyro.checkpoint import CheckpointError, load_model
+from svg_pyro.config import check_same_data
 from svg_pyro.datasets import check_video_values, make_datasets
 from svg_pyro.errors import InvalidInput
 from svg_pyro.metrics import METRICS, describe, interval  # noqa: F401 (interval: part of this module's API)
@@ -135,13 +137,6 @@ def _load(path, device, role: str):
         raise CheckpointError(f"{role}: {err}") from err
 
 
-def _check_same_data(config, other, path) -> None:
-    for name in ("dataset", "channels", "image_size"):
-        if getattr(config, name) != getattr(other, name):
-            raise InvalidInput(f"{path} was trained on {name}={getattr(other, name)!r} but the evaluated "
-                               f"checkpoint on {getattr(config, name)!r}; compare models of the same data")
-
-
 # ---------------------------------------------------------------------------------------------
 # the protocol, step by step: check and load, score, summarise, write
 
@@ -165,6 +160,7 @@ class Evaluation:
     bn: str
     max_batch: int
     window: tuple[int, int] | None
+    det: tuple | None = None  # (svg, guide) of the deterministic baseline, when one was given
 
     @property
     def n_frames(self) -> int:
@@ -187,9 +183,10 @@ def load_evaluation(checkpoint, *, samples: int = 100, videos: int = 256, n_past
                     horizon: int | None = None, prior: str = "learned", prior_checkpoint=None,
                     device: str = "auto", bn: str = "eval", max_batch: int = DEFAULT_MAX_BATCH,
                     data_root: str | None = None, mnist_root: str | None = None,
-                    window: tuple[int, int] | None = None) -> Evaluation:
-    """Check the settings and load the model, the test set and any swapped-in prior; arguments as
-    ``evaluate``'s. Requests that cannot run (or would not fit in memory) are refused here."""
+                    window: tuple[int, int] | None = None, det_checkpoint=None) -> Evaluation:
+    """Check the settings and load the model, the test set, any swapped-in prior and the
+    deterministic baseline; arguments as ``evaluate``'s. Requests that cannot run (or would not fit
+    in memory) are refused here, before anything is sampled or written."""
     if prior not in ("learned", "fixed"):
         raise InvalidInput(f"--prior must be 'learned' or 'fixed', not {prior!r}")
     if prior == "fixed" and prior_checkpoint is not None:
@@ -200,9 +197,18 @@ def load_evaluation(checkpoint, *, samples: int = 100, videos: int = 256, n_past
         raise InvalidInput("--samples and --videos must be at least 1")
     torch_device = resolve_device(device)
     config, svg, guide, step = _load(checkpoint, torch_device, "--checkpoint")
+    if data_root is not None and config.dataset == "smmnist":
+        raise InvalidInput("--data-root is for prepared KTH/BAIR stores; SM-MNIST is generated (its digits "
+                           "come from --mnist-root, if they moved)")
+    if mnist_root is not None and config.dataset != "smmnist":
+        raise InvalidInput(f"--mnist-root is for SM-MNIST models; this one was trained on {config.dataset} "
+                           "(point to its store with --data-root)")
     if data_root is not None or mnist_root is not None:
         config = dataclasses.replace(config, data_root=data_root or config.data_root,
                                      mnist_root=mnist_root or config.mnist_root)
+    if n_past is not None and n_past != config.n_past:
+        warnings.warn(f"--n-past {n_past} differs from the {config.n_past} conditioning frames the model was "
+                      "trained with; its recurrence and skips never saw that split", stacklevel=2)
     n_past = config.n_past if n_past is None else n_past
     horizon = DEFAULT_HORIZON[config.dataset] if horizon is None else horizon
     if n_past < 2 or horizon < 1:
@@ -230,33 +236,36 @@ def load_evaluation(checkpoint, *, samples: int = 100, videos: int = 256, n_past
         samples, prior_label = 1, "none (deterministic)"
     if prior_checkpoint is not None:
         other_config, other, _, _ = _load(prior_checkpoint, torch_device, "--prior-checkpoint")
-        _check_same_data(config, other_config, prior_checkpoint)
+        check_same_data(config, other_config, prior_checkpoint, "--prior-checkpoint")
         if other_config.model != "svg-lp" or other_config.z_dim != config.z_dim:
             raise InvalidInput(f"--prior-checkpoint must be an SVG-LP model with z_dim {config.z_dim}; "
                                f"{prior_checkpoint} is {other_config.model} with z_dim {other_config.z_dim}")
         prior_arg, prior_label = other, f"learned prior of {prior_checkpoint}"
+    det = None
+    if det_checkpoint is not None:
+        det_config, det_svg, det_guide, _ = _load(det_checkpoint, torch_device, "--det-checkpoint")
+        if det_config.model != "det":
+            raise InvalidInput(f"--det-checkpoint must be a deterministic model (model 'det'); "
+                               f"{det_checkpoint} is {det_config.model}")
+        check_same_data(config, det_config, det_checkpoint, "--det-checkpoint")
+        det = (det_svg, det_guide)
     return Evaluation(checkpoint=checkpoint, config=config, svg=svg, guide=guide, step=step,
                       device=torch_device, test_set=test_set, samples=samples, videos=videos,
                       n_past=n_past, horizon=horizon, prior=prior_arg, prior_label=prior_label, bn=bn,
-                      max_batch=max_batch, window=window)
+                      max_batch=max_batch, window=window, det=det)
 
 
-def score_all(ev: Evaluation, det_checkpoint=None, progress: bool = True):
+def score_all(ev: Evaluation, progress: bool = True):
     """(scores, labels, shown): per result key (RESULT_KEYS) the scores (samples, videos, steps) per
-    metric and the label, and the frames of the sample grid. The deterministic baseline is loaded
-    and checked only after the model is scored."""
+    metric and the label, and the frames of the sample grid."""
     shown = [Shown(truth=ev.test_set[i]) for i in range(min(GRID_VIDEOS, ev.videos))]
     common = dict(num_videos=ev.videos, n_past=ev.n_past, n_frames=ev.n_frames, bn=ev.bn,
                   max_batch=ev.max_batch, progress=progress)
     scores = {"svg": _score_model(ev.svg, ev.guide, ev.test_set, num_samples=ev.samples, prior=ev.prior,
                                   shown=shown, desc=ev.label, **common)}
     labels = {"svg": ev.label}
-    if det_checkpoint is not None:
-        det_config, det, det_guide, _ = _load(det_checkpoint, ev.device, "--det-checkpoint")
-        _check_same_data(ev.config, det_config, det_checkpoint)
-        if det_config.model != "det":
-            raise InvalidInput(f"--det-checkpoint must be a deterministic model (model 'det'); "
-                               f"{det_checkpoint} is {det_config.model}")
+    if ev.det is not None:
+        det, det_guide = ev.det
         det_shown = [Shown(truth=s.truth) for s in shown]
         scores["deterministic"] = _score_model(det, det_guide, ev.test_set, num_samples=1, prior=None,
                                                shown=det_shown, desc="det", **common)
@@ -336,11 +345,12 @@ def evaluate(checkpoint, out, *, samples: int = 100, videos: int = 256, n_past: 
         raise InvalidInput(f"--bound-particles must be at least 1, not {min(bound_particles)}")
     ev = load_evaluation(checkpoint, samples=samples, videos=videos, n_past=n_past, horizon=horizon,
                          prior=prior, prior_checkpoint=prior_checkpoint, device=device, bn=bn,
-                         max_batch=max_batch, data_root=data_root, mnist_root=mnist_root, window=window)
+                         max_batch=max_batch, data_root=data_root, mnist_root=mnist_root, window=window,
+                         det_checkpoint=det_checkpoint)
     Path(out).mkdir(parents=True, exist_ok=True)  # before sampling: an unusable --out fails at once
     pyro.set_rng_seed(seed)
     started = time.perf_counter()
-    scores, labels, shown = score_all(ev, det_checkpoint, progress)
+    scores, labels, shown = score_all(ev, progress)
     results = summarize_results(scores, labels, ev.window_steps)
     if bound_particles:
         from svg_pyro.bounds import heldout_bounds
@@ -353,17 +363,15 @@ def evaluate(checkpoint, out, *, samples: int = 100, videos: int = 256, n_past: 
             return {**heldout_bounds(svg, guide, desc=desc, **common), "seconds": round(time.perf_counter() - tick, 1)}
 
         results["svg"]["bound"] = timed_bounds(ev.svg, ev.guide, f"bounds {ev.label}")
-        if det_checkpoint is not None:
-            _, det, det_guide, _ = _load(det_checkpoint, ev.device, "--det-checkpoint")
-            results["deterministic"]["bound"] = timed_bounds(det, det_guide, "bounds det")
+        if ev.det is not None:
+            results["deterministic"]["bound"] = timed_bounds(*ev.det, "bounds det")
     if motion_videos and ev.config.dataset == "smmnist" and ev.config.num_digits in (1, 2) and ev.prior is None:
         from svg_pyro.motion import MotionProbe
 
         probe = MotionProbe(ev.test_set, ev.n_past, min(motion_videos, ev.videos))
         results["svg"]["motion"] = probe(ev.svg, ev.guide)
-        if det_checkpoint is not None:
-            _, det, det_guide, _ = _load(det_checkpoint, ev.device, "--det-checkpoint")
-            results["deterministic"]["motion"] = probe(det, det_guide)
+        if ev.det is not None:
+            results["deterministic"]["motion"] = probe(*ev.det)
     metrics = build_metrics(ev, results, seed=seed, det_checkpoint=det_checkpoint,
                             seconds=time.perf_counter() - started)
     write_outputs(out, metrics, shown)

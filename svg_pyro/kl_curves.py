@@ -139,6 +139,19 @@ def _plot_one_step(axes, rows, x: str, color) -> None:
     over.plot([at for at, _ in probed], [r[ONE_STEP] for _, r in probed], "o-", ms=3, color=color)
 
 
+def check_image_path(out) -> None:
+    """``out`` must name an image file in a format matplotlib writes (kl.png, kl.pdf, kl.svg, ...)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = Path(out)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.is_dir() or str(out).endswith(("/", "\\")):
+        raise InvalidInput(f"--out {out} is a directory; name the image to write, e.g. {path / 'kl.png'}")
+    if path.suffix[1:].lower() not in formats:
+        raise InvalidInput(f"--out {out} is not an image file name; end it in .png, .pdf or .svg "
+                           f"(matplotlib writes {', '.join(sorted(formats))})")
+
+
 def compare_runs(run_dirs, out, labels=None, smooth: int = 10, until: int | None = None, title: str = "",
                  x: str = "step"):
     """Plot the runs' KL curves into ``out``; returns each label's metrics rows."""
@@ -147,6 +160,7 @@ def compare_runs(run_dirs, out, labels=None, smooth: int = 10, until: int | None
         raise InvalidInput(f"got {len(labels)} labels for {len(run_dirs)} runs; give one per run")
     if smooth < 1:
         raise InvalidInput("--smooth must be at least 1")
+    check_image_path(out)
     runs = {label: read_metrics(run) for label, run in zip(labels, run_dirs)}
     if until is not None:
         runs = {label: [r for r in rows if r["step"] <= until] for label, rows in runs.items()}

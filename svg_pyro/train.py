@@ -99,19 +99,26 @@ def train(config: Config, out, resume: bool = False, progress: bool = True) -> l
 def _train(config: Config, out: Path, resume: bool, progress: bool, world: World) -> list[dict]:
     ckpt_path = out / "checkpoint.pt"
     lock = None
+    created = not out.exists()
+    datasets = make_datasets(config)  # bad data options are refused before the run directory is touched
+
+    def release():
+        """Drop the lock, and with it a directory this run made and left empty (a refused start)."""
+        nonlocal lock
+        lock.close()
+        lock = None
+        if {p.name for p in out.iterdir()} <= {".lock"}:
+            (out / ".lock").unlink(missing_ok=True)
+            if created:
+                out.rmdir()
 
     def read_start():
         nonlocal lock
-        created = not out.exists()
         lock = lock_run_dir(out)
         try:
             return check_start()
-        except Exception:  # a refused start leaves no lock, and no folder it made, behind
-            (out / ".lock").unlink(missing_ok=True)
-            lock.close()
-            lock = None
-            if created and not any(out.iterdir()):
-                out.rmdir()
+        except Exception:
+            release()
             raise
 
     def check_start():
@@ -124,6 +131,9 @@ def _train(config: Config, out: Path, resume: bool, progress: bool, world: World
                 raise CheckpointError(f"{ckpt_path} holds weights only (no optimizer or RNG state), so "
                                       "training cannot resume from it; train into a new --out")
             check_compatible(Config.from_dict(state["config"]), config, ckpt_path)
+            if state["step"] > config.steps:
+                raise InvalidInput(f"{ckpt_path} is at step {state['step']}, past --steps {config.steps}; give "
+                                   f"--steps above {state['step']} to train on (nothing was changed)")
             return state
         if ckpt_path.exists():
             raise CheckpointError(f"{out} already holds a checkpoint; pass --resume to continue it or "
@@ -135,16 +145,16 @@ def _train(config: Config, out: Path, resume: bool, progress: bool, world: World
         # Pyro's validation checks every site's parameters and values, each check a wait for the
         # device; the loop's own finiteness check before every update keeps the divergence guarantee.
         with GracefulStop() as stop, pyro.validation_enabled(False):
-            return _train_loop(config, out, progress, world, state, ckpt_path, stop)
+            return _train_loop(config, out, progress, world, state, ckpt_path, stop, datasets)
     finally:
         if lock is not None:
-            lock.close()
+            release()
 
 
 def _train_loop(config: Config, out: Path, progress: bool, world: World, state, ckpt_path: Path,
-                stop: GracefulStop) -> list[dict]:
+                stop: GracefulStop, datasets) -> list[dict]:
     device = world.device
-    train_set, test_set = make_datasets(config)
+    train_set, test_set = datasets
     if world.is_main:  # the directory exists: rank 0 created it when it took the lock
         with atomic_path(out / "config.json") as tmp:
             tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")

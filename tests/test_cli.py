@@ -104,6 +104,28 @@ def test_a_refused_start_leaves_no_lock_or_folder_behind(tmp_path, capsys):
     assert out.is_dir() and list(out.iterdir()) == []
 
 
+@pytest.mark.parametrize("options, reason", [
+    (["--mnist-root", "/nonexistent"], "/nonexistent"),
+    (["--channels", "3"], "Stochastic Moving MNIST has 1 channel"),
+    (["--dataset", "kth", "--arch", "vgg"], "--data-root"),
+])
+def test_bad_data_options_are_refused_before_the_run_directory_is_made(tmp_path, capsys, options, reason):
+    out = tmp_path / "run"
+    assert cli.run_subcommand("train", ["--preset", "tiny", *options, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and reason in err
+    assert not out.exists()  # no folder, no .lock
+
+
+def test_resume_with_fewer_steps_than_done_is_refused_and_changes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.run_subcommand("train", ["--preset", "tiny", "--steps", "4", "--out", str(out), "--no-progress"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert cli.run_subcommand("train", ["--resume", "--steps", "2", "--out", str(out), "--no-progress"]) == 2
+    assert "is at step 4, past --steps 2; give --steps above 4" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
 def test_one_conditioning_frame_is_refused_before_training(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.run_subcommand("train", ["--preset", "tiny", "--n-past", "1", "--out", str(out), "--no-progress"]) == 2

@@ -320,6 +320,30 @@ def test_cli_fixed_prior_and_errors(checkpoints, tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: cannot write")
 
 
+def test_every_input_is_checked_before_anything_is_sampled_or_written(checkpoints, tmp_path, capsys):
+    """A missing, wrong-kind or other-data --det-checkpoint, and --data-root on an SM-MNIST model, are
+    refused in one line before the main model is sampled: --out is not created."""
+    state = torch.load(checkpoints["det"], weights_only=True)
+    state["config"]["num_digits"] = 1
+    one_digit = tmp_path / "det-1digit.pt"
+    torch.save(state, one_digit)
+    out = tmp_path / "eval"
+    base = ["--checkpoint", checkpoints["svg-lp"], "--out", str(out), "--samples", "1", "--videos", "2",
+            "--horizon", "1", "--no-progress"]
+    for extra, reason in ((["--det-checkpoint", str(tmp_path / "missing.pt")], "--det-checkpoint: no checkpoint at"),
+                          (["--det-checkpoint", checkpoints["svg-lp"]], "must be a deterministic model"),
+                          (["--det-checkpoint", str(one_digit)], "num_digits=1 but the main checkpoint on 2"),
+                          (["--data-root", str(tmp_path)], "SM-MNIST is generated")):
+        assert run_subcommand("evaluate", [*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and reason in err, err
+        assert not out.exists()
+    # another split than the model was trained with runs, with a warning line
+    assert run_subcommand("evaluate", [*base, "--n-past", "3"]) == 0
+    assert "warning: --n-past 3 differs from the 2 conditioning frames" in capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text())["protocol"]["n_past"] == 3
+
+
 def test_cli_bounds_of_the_model_and_the_baseline(checkpoints, tmp_path, capsys):
     """--bound-particles: the bounds of both models in metrics.json and the table; the baseline's
     ELBO and IWAE are its exact log-likelihood, the model's IWAE sits above its ELBO on average."""

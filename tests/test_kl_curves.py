@@ -43,6 +43,11 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     _write_run(tmp_path / "a", [[0.1, 0.3]])
     assert run_subcommand("kl-curves", [str(tmp_path / "a"), "--out", str(tmp_path / "x.png"), "--until", "5"]) == 2
     assert "no logged row up to step 5" in capsys.readouterr().err
+    for out, reason in ((tmp_path / "x.txt", "not an image file name"), (tmp_path, "is a directory"),
+                        (f"{tmp_path}/new/", "is a directory")):
+        assert run_subcommand("kl-curves", [str(tmp_path / "a"), "--out", str(out)]) == 2
+        assert reason in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "old"]  # nothing written: no .png, no x.txt
 
 
 def test_probed_runs_get_motion_panels_and_a_line_of_their_last_scores(tmp_path, capsys):

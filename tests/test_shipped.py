@@ -55,6 +55,25 @@ def test_half_weights_are_half_the_size_and_load_as_fp32(run, tmp_path):
         torch.testing.assert_close(a, b.half().float())  # exactly the fp16 rounding of the weights
 
 
+def test_export_never_writes_over_a_training_checkpoint_and_asks_before_replacing(run, tmp_path, capsys):
+    """Exporting a run's checkpoint onto itself (or onto any training checkpoint) is refused, forced
+    or not, and leaves the file byte for byte; an existing weights file is replaced only with --force."""
+    ckpt = run / "checkpoint.pt"
+    before = ckpt.read_bytes()
+    for force in ([], ["--force"]):
+        assert run_subcommand("export", [str(ckpt), str(ckpt), *force]) == 2
+        assert "is a training checkpoint" in capsys.readouterr().err
+        assert ckpt.read_bytes() == before
+    weights = tmp_path / "lp.pt"
+    assert run_subcommand("export", [str(ckpt), str(weights)]) == 0
+    first = weights.read_bytes()
+    assert run_subcommand("export", [str(ckpt), str(weights), "--half"]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert weights.read_bytes() == first
+    assert run_subcommand("export", [str(ckpt), str(weights), "--half", "--force"]) == 0
+    assert torch.load(weights, weights_only=True)["fp16"] is True
+
+
 def test_training_refuses_to_resume_from_weights_only(run, tmp_path):
     export_weights(run / "checkpoint.pt", tmp_path / "checkpoint.pt")
     with pytest.raises(CheckpointError, match="holds weights only"):
