@@ -21,7 +21,7 @@ import torch
 
 from svg_pyro.build import build_model, resolve_device
 from svg_pyro.config import PRESETS, preset
-from svg_pyro.datasets import make_datasets
+from svg_pyro.datasets import make_datasets, stack_videos
 from svg_pyro.sampling import generate
 
 
@@ -67,7 +67,7 @@ def main() -> None:
     svg.to(device).eval()
     guide.to(device).eval()
     _, test_set = make_datasets(config, split_lengths=(config.frames_per_video, config.n_past))
-    videos = torch.stack([test_set[i] for i in range(args.videos)]).to(device)
+    videos = stack_videos(test_set, args.videos).to(device)
     n_frames = config.n_past + args.horizon
     runs = {"reference procedure": lambda: reference_generate(svg, guide, videos, config.n_past, n_frames, args.samples),
             "generate": lambda: generate(svg, guide, videos, config.n_past, n_frames, args.samples)}

@@ -36,7 +36,7 @@ from svg_pyro.config import Config, preset
 from svg_pyro.datasets import make_datasets, training_batch
 from svg_pyro.distributed import World
 from svg_pyro.objective import make_elbo, plain_negative_elbo, reference_step_loss
-from svg_pyro.objective import svi_program, training_objective
+from svg_pyro.objective import training_objective
 from svg_pyro.train import training_step
 
 
@@ -103,7 +103,7 @@ def bench(name: str, device: torch.device, repeats: int, warmup: int, batch_size
     if config.model == "svg-lp":
         steps["reference procedure"] = reference_step
     if with_svi:  # the loop before data-parallel training: SVI.step with one pyro.optim per parameter
-        svi = SVI(*svi_program(svg, guide), pyro.optim.Adam({"lr": config.lr}), make_elbo("meanfield"))
+        svi = SVI(svg.model, guide, pyro.optim.Adam({"lr": config.lr}), make_elbo("meanfield"))
 
         def svi_step():
             with svg.share_encodings():

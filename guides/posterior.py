@@ -7,7 +7,7 @@ from pyro import poutine
 from torch import nn
 
 from svg_pyro.networks import GaussianLSTM
-from svg_pyro.sites import latent_site
+from svg_pyro.sites import latent_site, register_module
 
 
 class RecurrentPosterior(nn.Module):
@@ -29,6 +29,7 @@ class RecurrentPosterior(nn.Module):
         return self.encode.__self__.kl_weight
 
     def forward(self, videos, n_past: int, n_frames: int | None = None):
+        register_module("posterior", self)  # its LSTM; the encoder is registered by the model
         h, _ = self.encode(videos)
         h_steps = h.unbind(1)  # once, not h[:, t] per step (see SVG.model)
         with pyro.plate("videos", videos.shape[0], dim=-1):

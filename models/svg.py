@@ -36,7 +36,7 @@ from torch import nn
 from svg_pyro.errors import InvalidInput, InvalidType
 from svg_pyro.models.likelihoods import frame_distribution
 from svg_pyro.networks import LSTM, Decoder, Encoder
-from svg_pyro.sites import frame_site, latent_site
+from svg_pyro.sites import frame_site, latent_site, register_module
 
 
 def check_video_shape(videos: torch.Tensor, frame_shape) -> None:
@@ -139,6 +139,7 @@ class SVG(nn.Module):
         """videos: (B, T_obs, C, H, W) observed frames; returns the predicted means (B, T-1, C, H, W)
         of x_1..x_{T-1}, with T = ``n_frames`` (default T_obs)."""
         check_video_shape(videos, self.frame_shape)
+        register_module("svg", self)  # so that pyro.infer.SVI(svg.model, guide, ...) trains the networks
         batch, observed = videos.shape[0], videos.shape[1]
         total = observed if n_frames is None else n_frames
         if not 1 <= n_past <= observed <= total:
@@ -196,7 +197,5 @@ class SVG(nn.Module):
         if terms_own is not None:
             terms_own = [torch.where(own[:, None, None, None], a, b) for a, b in zip(terms_own, true_skip_terms(t))]
         return h, terms_own
-
-        return torch.stack(torch.broadcast_tensors(*predictions), dim=-4)
 
     forward = model  # calling the module runs the model, as the ELBO module in training does

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -48,7 +48,7 @@ from IPython.display import Image, Markdown, display
 from svg_pyro import arviz_data
 from svg_pyro.bounds import heldout_kl
 from svg_pyro.checkpoint import load_model, resolve_checkpoint
-from svg_pyro.datasets import make_datasets
+from svg_pyro.datasets import make_datasets, stack_videos
 from svg_pyro.eval_plots import plot_kl_steps
 from svg_pyro.evaluate import DEFAULT_HORIZON, evaluate, markdown_table
 from svg_pyro.plots import video_mosaic
@@ -75,7 +75,7 @@ n_past = config.n_past
 horizon = int(os.environ.get("SVG_NB_HORIZON", DEFAULT_HORIZON[config.dataset]))
 n_frames = n_past + horizon
 _, test_set = make_datasets(config, split_lengths=(config.frames_per_video, n_frames))
-videos = torch.stack([test_set[i] for i in range(VIDEOS)])
+videos = stack_videos(test_set, VIDEOS)
 pyro.set_rng_seed(0)
 print(f"{config.model} on {config.dataset}, trained {step} steps, on {device}: {VIDEOS} test videos, "
       f"{n_past} given -> {horizon} predicted, {SAMPLES} samples per video")

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -51,7 +51,7 @@ from pyro.infer import Predictive
 from svg_pyro import arviz_data
 from svg_pyro.bounds import heldout_kl
 from svg_pyro.checkpoint import load_model, resolve_checkpoint
-from svg_pyro.datasets import make_datasets
+from svg_pyro.datasets import make_datasets, stack_videos
 from svg_pyro.eval_plots import plot_kl_steps
 from svg_pyro.evaluate import DEFAULT_HORIZON, evaluate, markdown_table
 from svg_pyro.eval_plots import plot_per_step
@@ -80,7 +80,7 @@ n_past = lp_config.n_past
 horizon = int(os.environ.get("SVG_NB_HORIZON", DEFAULT_HORIZON[lp_config.dataset]))
 n_frames = n_past + horizon
 _, test_set = make_datasets(lp_config, split_lengths=(lp_config.frames_per_video, n_frames))
-videos = torch.stack([test_set[i] for i in range(VIDEOS)])
+videos = stack_videos(test_set, VIDEOS)
 pyro.set_rng_seed(0)
 print(f"SVG-LP {lp_step} steps, SVG-FP {fp_step} steps; {VIDEOS} test videos, {n_past} given -> "
       f"{horizon} predicted, {SAMPLES} samples per video, on {device}")

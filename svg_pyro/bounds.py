@@ -22,6 +22,7 @@ import torch
 from pyro import poutine
 from torch.distributions import kl_divergence
 
+from svg_pyro.datasets import stack_videos
 from svg_pyro.errors import InvalidInput
 from svg_pyro.metrics import interval
 from svg_pyro.sites import FRAME, site_step
@@ -125,7 +126,7 @@ def heldout_bounds(svg, guide, test_set, videos: int, n_past: int, particles=DEF
     block = max(1, min(videos, max_batch))
     parts = []
     for start in tqdm(range(0, videos, block), desc=desc, disable=not progress):
-        batch = torch.stack([test_set[i] for i in range(start, min(videos, start + block))]).to(device)
+        batch = stack_videos(test_set, range(start, min(videos, start + block))).to(device)
         parts.append(video_bounds(svg, guide, batch, n_past, particles, max_batch))
     merged = {key: np.concatenate([p[key] for p in parts]) for key in ("elbo", "loglik_t", "kl_t")}
     merged["iwae"] = {k: np.concatenate([p["iwae"][k] for p in parts]) for k in particles}

@@ -13,6 +13,7 @@ parameter under Pyro's param-store names, are upgraded when they are loaded (``u
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -26,6 +27,7 @@ FORMAT = "svg-pyro-checkpoint/2"
 FORMAT_1 = "svg-pyro-checkpoint/1"  # read, and upgraded on loading (``upgrade``)
 WEIGHTS_FORMAT = "svg-pyro-weights/1"
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"  # trained models in the repository
+SHIPPED_VARIABLE = "SVG_PYRO_CHECKPOINTS"  # another folder of them (a wheel install has no repository)
 
 
 class CheckpointError(SvgPyroError, RuntimeError):
@@ -98,16 +100,23 @@ def save_checkpoint(path, config: Config, step: int, svg: nn.Module, guide, opti
     atomic_torch_save(state, path)
 
 
+def shipped_dir() -> Path:
+    """Where short names resolve: the folder $SVG_PYRO_CHECKPOINTS names, else the repository's
+    checkpoints/ (an installed wheel has none: point the variable at a clone's)."""
+    return Path(os.environ.get(SHIPPED_VARIABLE) or SHIPPED)
+
+
 def shipped_models() -> list[str]:
-    """Short names of the trained models in the repository's checkpoints/ folder."""
-    return sorted(p.stem for p in SHIPPED.glob("*.pt"))
+    """Short names of the trained models in ``shipped_dir()``."""
+    return sorted(p.stem for p in shipped_dir().glob("*.pt"))
 
 
 def resolve_checkpoint(path_or_name) -> Path:
     """An existing file as given, else the shipped model of that short name, else the path as given."""
     path = Path(path_or_name)
-    if not path.is_file() and path.name == str(path_or_name) and (SHIPPED / f"{path.name}.pt").is_file():
-        return SHIPPED / f"{path.name}.pt"
+    shipped = shipped_dir() / f"{path.name}.pt"
+    if not path.is_file() and path.name == str(path_or_name) and shipped.is_file():
+        return shipped
     return path
 
 
@@ -116,7 +125,8 @@ def load_checkpoint(path) -> dict:
     path = resolve_checkpoint(path)
     if not path.is_file():
         names = shipped_models()
-        shipped = f", or name a shipped model ({', '.join(names)})" if names else ""
+        shipped = (f", or name a shipped model ({', '.join(names)})" if names else
+                   f"; short names need the folder of shipped models: set {SHIPPED_VARIABLE} to a clone's checkpoints/")
         raise CheckpointError(f"no checkpoint at {path}; train first (python svi_train.py --out "
                               f"{path.parent}), point to the right file{shipped}")
     try:
@@ -187,12 +197,12 @@ def sample_fingerprint(path) -> list[float]:
     the CPU under seed 0 with BatchNorm's running statistics: checkpoints/manifest.json records it
     for each shipped model and tests/test_shipped.py compares, so that a change to the networks,
     the sampler or the file shows."""
-    from svg_pyro.datasets import make_datasets
+    from svg_pyro.datasets import make_datasets, stack_videos
     from svg_pyro.sampling import generate
 
     config, svg, guide, _ = load_model(path)
     test = make_datasets(config)[1]
-    videos = torch.stack([test[i] for i in range(2)])
+    videos = stack_videos(test, 2)
     with torch.random.fork_rng():
         torch.manual_seed(0)
         frames = generate(svg, guide, videos, config.n_past, config.n_past + 5, 2)

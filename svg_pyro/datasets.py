@@ -50,12 +50,18 @@ def make_datasets(config, split_lengths: tuple[int, int] | None = None):
     return video_store.store_datasets(config, train_len, test_len)
 
 
+def stack_videos(dataset, indices) -> torch.Tensor:
+    """Videos of ``dataset`` as one (B, T, C, H, W) tensor: the first ``indices`` when it is an int,
+    else those indices."""
+    indices = range(indices) if isinstance(indices, int) else indices
+    return torch.stack([dataset[int(i)] for i in indices])
+
+
 def training_batch(dataset, seed: int, step: int, batch_size: int, part: slice = slice(None)) -> torch.Tensor:
     """The batch of ``step``: videos drawn with replacement by a generator seeded by (seed, step).
     ``part`` selects rows of it (a data-parallel rank's share), built without building the rest."""
     rng = np.random.default_rng([seed, step])
-    indices = rng.integers(0, len(dataset), size=batch_size)[part]
-    return torch.stack([dataset[int(i)] for i in indices])
+    return stack_videos(dataset, rng.integers(0, len(dataset), size=batch_size)[part])
 
 
 class StepBatches(Dataset):

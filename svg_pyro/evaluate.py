@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from svg_pyro.build import resolve_device
 from svg_pyro.checkpoint import CheckpointError, load_model
 from svg_pyro.config import check_same_data
-from svg_pyro.datasets import check_video_values, make_datasets
+from svg_pyro.datasets import check_video_values, make_datasets, stack_videos
 from svg_pyro.errors import InvalidInput
 from svg_pyro.metrics import METRICS, describe, interval  # noqa: F401 (interval: part of this module's API)
 from svg_pyro.sampling import BN_MODES, DEFAULT_MAX_BATCH, sample_chunks
@@ -100,7 +100,7 @@ def _score_model(svg, guide, test_set, num_videos, n_past, n_frames, num_samples
     scores = {name: np.empty((num_samples, num_videos, horizon), np.float32) for name in METRICS}
     bar = tqdm(total=num_videos, unit="video", desc=desc, disable=not progress, dynamic_ncols=True)
     for b0 in range(0, num_videos, VIDEO_BLOCK):
-        block = torch.stack([test_set[i] for i in range(b0, min(b0 + VIDEO_BLOCK, num_videos))])
+        block = stack_videos(test_set, range(b0, min(b0 + VIDEO_BLOCK, num_videos)))
         check_video_values(block)
         for chunk in sample_chunks(svg, guide, block, n_past, n_frames, num_samples, prior=prior,
                                    bn=bn, max_batch=max_batch):
@@ -272,7 +272,7 @@ def score_all(ev: Evaluation, progress: bool = True):
         for s, d in zip(shown, det_shown):
             s.det = d.best
         labels["deterministic"] = "deterministic"
-    truth = torch.stack([ev.test_set[i] for i in range(ev.videos)])
+    truth = stack_videos(ev.test_set, ev.videos)
     last = truth[:, ev.n_past - 1:ev.n_past].expand(-1, ev.horizon, *truth.shape[2:])
     scores["copy_last_frame"] = {k: v[None] for k, v in frame_scores(last, truth[:, ev.n_past:]).items()}
     labels["copy_last_frame"] = "copy last frame"

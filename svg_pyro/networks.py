@@ -31,7 +31,7 @@ def _flatten(x: torch.Tensor, event_dims: int):
 def _cpu_layout(x: torch.Tensor) -> torch.Tensor:
     """Channels-last activations on the CPU, where oneDNN's convolutions (transposed ones above
     all) run faster in it; elsewhere unchanged (docs/performance.md). The weights keep the default
-    layout: Pyro's param store (``objective.svi_program``) would copy channels-last parameters."""
+    layout: Pyro's param store (``sites.register_module``) would copy channels-last parameters."""
     return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
 
 

@@ -231,26 +231,3 @@ def training_objective(svg, guide, elbo: str, num_particles: int = 1):
     optimizer and DistributedDataParallel apply to it as to any network. ``.model.trace`` and
     ``.guide.trace`` hold the last execution."""
     return make_elbo(elbo, num_particles)(Traced(svg), Traced(guide))
-
-
-def svi_program(svg, guide):
-    """(model, guide) callables for ``pyro.infer.SVI``, which trains the same modules as the training
-    loop: SVI finds what to optimise through Pyro's param store, so each registers its module there
-    first (``pyro.module``). The loop itself never fills the store: its optimizer takes the modules'
-    parameters (``training_objective``). Example::
-
-        model, guide_fn = svi_program(svg, guide)
-        svi = SVI(model, guide_fn, pyro.optim.Adam({"lr": 2e-3}), make_elbo("meanfield"))
-        with svg.share_encodings():  # optional: encode the batch once for model and guide
-            svi.step(videos, n_past)
-    """
-
-    def model(*args, **kwargs):
-        pyro.module("svg", svg)
-        return svg.model(*args, **kwargs)
-
-    def guide_program(*args, **kwargs):
-        pyro.module("posterior", guide)
-        return guide(*args, **kwargs)
-
-    return model, guide_program

@@ -3,8 +3,8 @@
 Stochastic variational inference as a torch loop: Pyro's ELBO (Trace_ELBO, TraceMeanField_ELBO or
 the IWAE bound) as a module (``objective.training_objective``), its parameters those of the model's
 and guide's modules, stepped by torch's Adam, and wrapped in DistributedDataParallel when there are
-several processes. ``pyro.infer.SVI`` trains the same modules (``objective.svi_program``), one
-process only: it finds parameters through Pyro's param store, which DDP cannot wrap.
+several processes. ``pyro.infer.SVI(svg.model, guide, ...)`` trains the same modules (model and guide
+register them in Pyro's param store, where SVI looks), one process only: DDP cannot wrap the store.
 
 Writes to ``--out``: config.json, checkpoint.pt (atomic, at intervals and at the end),
 metrics.jsonl (one row per logged step) and samples_XXXXXX.png / .gif at intervals.
@@ -36,7 +36,7 @@ from svg_pyro.checkpoint import (
     set_rng_state,
 )
 from svg_pyro.config import Config
-from svg_pyro.datasets import check_video_values, make_datasets, training_batches
+from svg_pyro.datasets import check_video_values, make_datasets, stack_videos, training_batches
 from svg_pyro.distributed import World, join_world, on_main, rank_seed
 from svg_pyro.errors import InvalidInput, SvgPyroError
 from svg_pyro.motion import MotionProbe
@@ -185,7 +185,7 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
         start = state["step"]
         if world.is_main:
             truncate_metrics(out / "metrics.jsonl", start)
-    test_videos = torch.stack([test_set[i] for i in range(SAMPLE_VIDEOS)]).to(device)
+    test_videos = stack_videos(test_set, SAMPLE_VIDEOS).to(device)
     # SM-MNIST knows where its digits are: at the sample intervals, score the motion of generated digits
     probe = (MotionProbe(test_set, config.n_past, config.probe_videos)
              if world.is_main and config.dataset == "smmnist" and config.probe_videos else None)

@@ -23,7 +23,7 @@ from conftest import FixedNoiseMessenger
 from svg_pyro.build import build_model
 from svg_pyro.checkpoint import load_model
 from svg_pyro.config import preset
-from svg_pyro.datasets import make_datasets, training_batch, training_batches
+from svg_pyro.datasets import make_datasets, stack_videos, training_batch, training_batches
 from svg_pyro.distributed import World
 from svg_pyro.sampling import generate
 from svg_pyro.objective import training_objective
@@ -91,7 +91,7 @@ def test_a_cuda_run_resumes_and_its_checkpoint_loads_on_the_cpu(tmp_path):
     config, svg, guide, step = load_model(tmp_path / "whole" / "checkpoint.pt", "cpu")
     assert step == 6 and all(p.device.type == "cpu" for p in svg.parameters())
     test = make_datasets(config)[1]
-    videos = torch.stack([test[i] for i in range(2)])
+    videos = stack_videos(test, 2)
     frames = generate(svg, guide, videos, config.n_past, videos.shape[1], 2)
     assert frames.device.type == "cpu" and torch.isfinite(frames).all()
 
@@ -103,7 +103,7 @@ def test_sampling_on_cuda_equals_the_cpu_with_the_same_noise():
     svg.eval(), guide.eval()
     gpu_svg, gpu_guide = copy.deepcopy(svg).to(CUDA), copy.deepcopy(guide).to(CUDA)
     test = make_datasets(config)[1]
-    videos = torch.stack([test[i] for i in range(3)])
+    videos = stack_videos(test, 3)
     eps = torch.randn(videos.shape[1], 3, config.z_dim, generator=torch.Generator().manual_seed(2))
     with FixedNoiseMessenger(eps, slice(None)):
         cpu = generate(svg, guide, videos, config.n_past, videos.shape[1], 1)

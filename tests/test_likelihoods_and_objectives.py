@@ -13,7 +13,7 @@ from svg_pyro.config import Config, preset
 from svg_pyro.datasets import training_batch
 from svg_pyro.errors import InvalidInput
 from svg_pyro.models.likelihoods import LIKELIHOODS
-from svg_pyro.objective import make_elbo, svi_program, training_objective
+from svg_pyro.objective import make_elbo, training_objective
 from svg_pyro.train import train
 from tests.conftest import run_model_and_guide
 
@@ -69,12 +69,12 @@ def test_likelihood_choices_are_checked_and_fixed_by_the_checkpoint(tmp_path):
 def test_iwae_loss_and_gradients_are_pyros_renyi_elbo_at_alpha_zero(tiny, particles):
     """Same seed, same draws: the value against RenyiELBO.loss and the gradients against
     RenyiELBO.loss_and_grads (its normalised-weight surrogate; it finds the parameters in Pyro's
-    param store, hence ``svi_program``)."""
+    param store, where the model and guide register them)."""
     config, svg, guide, batch = tiny
     svg.eval(), guide.eval()
     renyi = RenyiELBO(alpha=0.0, num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=1)
     pyro.set_rng_seed(5)
-    expected = renyi.loss_and_grads(*svi_program(svg, guide), batch, config.n_past)
+    expected = renyi.loss_and_grads(svg.model, guide, batch, config.n_past)
     params = [p for p in list(svg.parameters()) + list(guide.parameters()) if p.grad is not None]
     expected_grads = [p.grad.clone() for p in params]
     for p in params:

@@ -4,6 +4,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from svg_pyro.datasets import stack_videos
 from svg_pyro.metrics import MSE_FLOOR, psnr, ssim
 
 
@@ -48,7 +49,7 @@ def test_non_square_frames_match_scikit_image():
 
 def test_real_frames_match_scikit_image(tiny_data):
     _, _, test = tiny_data
-    video = torch.stack([test[i] for i in range(3)])  # (3, 5, 1, 64, 64)
+    video = stack_videos(test, 3)  # (3, 5, 1, 64, 64)
     # a frame against the next one (motion), against a blurred copy, and against itself
     blurred = torch.nn.functional.avg_pool2d(video.flatten(0, 1), 3, 1, 1).view_as(video)
     ref = compare(video[:, 1:], video[:, :-1])

@@ -6,7 +6,7 @@ from pyro import poutine
 
 from svg_pyro.build import build_model
 from svg_pyro.config import preset
-from svg_pyro.datasets import training_batch
+from svg_pyro.datasets import stack_videos, training_batch
 from svg_pyro.sampling import generate
 
 
@@ -72,7 +72,7 @@ def test_generation_feeds_back_and_uses_the_prior_after_the_context(tiny):
 
 def test_fixed_prior_is_standard_normal_and_det_has_no_latents(tiny_data):
     config, train, _ = tiny_data
-    batch = torch.stack([train[i] for i in range(2)])
+    batch = stack_videos(train, 2)
     svg, guide = build_model(preset("tiny", model="svg-fp"))
     trace = poutine.trace(svg.model).get_trace(batch, 2)
     fn = trace.nodes["z_2"]["fn"]

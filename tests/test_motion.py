@@ -89,8 +89,7 @@ def test_probe_rows_come_at_the_sample_steps_and_leave_training_as_it_was(tmp_pa
     assert [r["loss"] for r in rows] == [r["loss"] for r in off]
     logged = [json.loads(line) for line in (tmp_path / "on" / "metrics.jsonl").read_text().splitlines()]
     last = logged[-1]
-    assert len(last["position_error_best_t"]) == 3 and last["position_error_best"] <= last["position_error_mean"]
-    assert last["probe_seconds"] > 0
+    assert len(last["position_error_best_t"]) == 3 and len(last["one_step_displacement_error_t"]) == 3
 
 
 def test_probe_refuses_what_it_cannot_follow():

@@ -7,7 +7,7 @@ from svg_pyro import checkpoint
 from svg_pyro.checkpoint import CheckpointError, export_weights, load_model
 from svg_pyro.cli import run_subcommand
 from svg_pyro.config import preset
-from svg_pyro.datasets import make_datasets
+from svg_pyro.datasets import make_datasets, stack_videos
 from svg_pyro.sampling import generate
 from svg_pyro.train import train
 
@@ -23,7 +23,7 @@ def run(tmp_path_factory):
 def _frames(path):
     config, svg, guide, _ = load_model(path)
     test = make_datasets(config)[1]
-    videos = torch.stack([test[i] for i in range(2)])
+    videos = stack_videos(test, 2)
     torch.manual_seed(0)
     return generate(svg, guide, videos, config.n_past, videos.shape[1], 2)
 

@@ -183,17 +183,16 @@ def test_a_format_1_checkpoint_written_by_pyro_optim_resumes_exactly(tmp_path, t
     from svg_pyro.build import build_model
     from svg_pyro.checkpoint import FORMAT, FORMAT_1, rng_state
     from svg_pyro.datasets import training_batch
-    from svg_pyro.objective import make_elbo, svi_program
+    from svg_pyro.objective import make_elbo
 
     config = preset("tiny", steps=4, **FAST)
     whole = train(config, tmp_path / "whole", progress=False)
     assert load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["format"] == FORMAT
-    assert not list(pyro.get_param_store().keys())  # the loop keeps its parameters on the modules
 
     pyro.set_rng_seed(config.seed)
     svg, guide = build_model(config)
     optim = pyro.optim.Adam({"lr": config.lr, "betas": (0.9, 0.999)})
-    svi = SVI(*svi_program(svg, guide), optim, make_elbo(config.elbo))
+    svi = SVI(svg.model, guide, optim, make_elbo(config.elbo))
     for step in range(2):
         with svg.share_encodings():
             svi.step(training_batch(tiny_data[1], config.seed, step, config.batch_size), config.n_past)
@@ -233,6 +232,29 @@ def test_the_optimizer_state_is_saved_by_parameter_name(tmp_path):
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
+def test_plain_pyro_svi_trains_every_parameter_of_each_new_model(tiny_data):
+    """The Pyro habit, ``SVI(svg.model, guide, pyro.optim.Adam, TraceMeanField_ELBO())``, with no
+    wrapper and no param-store clearing: three steps change every parameter of model and guide, and
+    a second model built afterwards in the same process trains its own parameters, not the first's."""
+    import pyro
+    from pyro.infer import SVI, TraceMeanField_ELBO
+
+    from svg_pyro.build import build_model
+    from svg_pyro.datasets import training_batch
+
+    config = preset("tiny")
+    for seed in (0, 1):
+        pyro.set_rng_seed(seed)
+        svg, guide = build_model(config)
+        params = dict(svg.named_parameters()) | {f"guide.{n}": p for n, p in guide.named_parameters()}
+        before = {n: p.detach().clone() for n, p in params.items()}
+        svi = SVI(svg.model, guide, pyro.optim.Adam({"lr": 1e-2}), TraceMeanField_ELBO())
+        for step in range(3):
+            svi.step(training_batch(tiny_data[1], seed, step, config.batch_size), config.n_past)
+        unchanged = [n for n, p in params.items() if torch.equal(p.detach(), before[n])]
+        assert unchanged == [] and len(params) > 20
+
+
 def test_svi_trains_the_same_modules_as_the_loop(tiny_data):
     """One pyro.infer.SVI step (pyro.optim.Adam) and one step of the training loop (torch's Adam on
     the objective's parameters) from the same weights, batch and noise give the same weights."""
@@ -244,7 +266,7 @@ def test_svi_trains_the_same_modules_as_the_loop(tiny_data):
     from svg_pyro.build import build_model
     from svg_pyro.datasets import training_batch
     from svg_pyro.distributed import World
-    from svg_pyro.objective import make_elbo, svi_program, training_objective
+    from svg_pyro.objective import make_elbo, training_objective
     from svg_pyro.train import training_step
 
     config = preset("tiny")
@@ -256,7 +278,7 @@ def test_svi_trains_the_same_modules_as_the_loop(tiny_data):
 
     pyro.set_rng_seed(1)
     with svg.share_encodings():
-        SVI(*svi_program(svg, guide), pyro.optim.Adam({"lr": config.lr}), make_elbo(config.elbo)).step(
+        SVI(svg.model, guide, pyro.optim.Adam({"lr": config.lr}), make_elbo(config.elbo)).step(
             batch, config.n_past)
     pyro.set_rng_seed(1)
     objective = training_objective(svg2, guide2, config.elbo)
@@ -301,7 +323,6 @@ def test_batches_and_losses_do_not_depend_on_the_number_of_workers(tmp_path, tin
     assert torch.equal(inline[0], training_batch(tiny_data[1], 0, 3, 4))
     runs = [train(preset("tiny", steps=3, workers=w, **FAST), tmp_path / f"w{w}", progress=False) for w in (0, 2)]
     assert [r["loss"] for r in runs[0]] == [r["loss"] for r in runs[1]]
-    assert all(r["data_seconds"] >= 0 for r in runs[1])
 
 
 def test_unlogged_steps_read_the_device_a_few_times(tmp_path, monkeypatch):
