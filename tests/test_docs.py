@@ -22,11 +22,11 @@ def test_readme_has_two_setup_commands_and_ci_runs_the_test_one():
 
 
 def test_every_preset_is_documented_with_its_own_sizes():
-    """The README's preset table names every preset, and its sizes, batch, frames and steps are the
-    presets' own (rows naming one preset)."""
+    """docs/training.md's preset table names every preset, and its sizes, batch, frames and steps are
+    the presets' own (rows naming one preset)."""
     from svg_pyro.config import PRESETS, preset
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "training.md").read_text()
     for name in PRESETS:
         assert f"`{name}`" in readme, name
     rows = re.findall(r"^\| `([\w-]+)`(?: \(default\))? \|[^|]*\|[^|]*\| (\d+) / (\d+) / (\d+) / (\d+) \| (\d+) "
@@ -37,6 +37,27 @@ def test_every_preset_is_documented_with_its_own_sizes():
         documented = (width, g, z, rnn, batch, past, future, steps.replace("k", "000"))
         assert documented == tuple(str(v) for v in (c.width, c.g_dim, c.z_dim, c.rnn_size, c.batch_size, c.n_past,
                                                     c.n_future, c.steps)), name
+
+
+def test_the_readmes_python_runs_as_written(tmp_path, monkeypatch):
+    """The README's Python blocks, run in order in one namespace on the shipped models: the front
+    door's shapes are those its comments state, and the plain SVI step trains."""
+    import numpy as np
+    import torch
+
+    blocks = re.findall(r"```python\n(.+?)\n```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    namespace = {}
+    exec(blocks[0].replace("particles=(1, 100)", "particles=(1, 4)"), namespace)  # fewer paths: seconds
+    assert namespace["videos"].shape == (4, 15, 1, 64, 64) and namespace["futures"].shape == (1, 4, 15, 1, 64, 64)
+    assert (tmp_path / "futures.png").is_file() and (tmp_path / "futures.gif").is_file()
+    bounds = namespace["bounds"]
+    assert bounds["elbo"].shape == bounds["iwae"][4].shape == (4,) and np.isfinite(bounds["elbo"]).all()
+    namespace["videos"] = namespace["videos"][:2, :8]  # the SVI step on a small batch
+    exec(blocks[1], namespace)
+    assert np.isfinite(namespace["loss"]) and namespace["loss"] > 0
 
 
 def test_the_architecture_page_names_only_modules_that_exist():
