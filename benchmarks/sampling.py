@@ -22,33 +22,8 @@ import torch
 from svg_pyro.build import build_model, resolve_device
 from svg_pyro.config import PRESETS, preset
 from svg_pyro.datasets import make_datasets, stack_videos
+from svg_pyro.reference import reference_generate
 from svg_pyro.sampling import generate
-
-
-@torch.no_grad()
-def reference_generate(svg, posterior, videos, n_past: int, n_frames: int, num_samples: int):
-    """(num_samples, B, n_frames, C, H, W), one sample after the other."""
-    samples = []
-    for _ in range(num_samples):
-        prior_state = predictor_state = posterior_state = skips = None
-        x_in, frames = videos[:, 0], [videos[:, 0]]
-        for t in range(1, n_frames):
-            h, step_skips = svg.encoder(x_in)
-            if t < n_past or skips is None:
-                skips = step_skips
-            if t < n_past:
-                h_target, _ = svg.encoder(videos[:, t])
-                mu, sigma, posterior_state = posterior.net(h_target, posterior_state)
-                _, _, prior_state = svg.prior.net(h, prior_state)
-                x_next = videos[:, t]
-            else:
-                mu, sigma, prior_state = svg.prior.net(h, prior_state)
-            z = mu + sigma * torch.randn_like(mu)
-            g, predictor_state = svg.predictor(torch.cat([h, z], -1), predictor_state)
-            x_in = x_next if t < n_past else svg.decoder.decode_concatenated(g, skips)
-            frames.append(x_in)
-        samples.append(torch.stack(frames, 1))
-    return torch.stack(samples)
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 as a module, stepped by torch's Adam: ``svg_pyro.train.training_step``) vs the same -ELBO as a
 plain-torch loss, and vs the reference procedure (the published training step transcribed in plain
 torch: each frame encoded per step, twice, one decoder call per step over concatenated skips;
-``svg_pyro.objective.reference_step_loss``), on copies of the same
+``svg_pyro.reference.reference_step_loss``), on copies of the same
 networks, with the same optimizer and batch. Prints a
 Markdown table: "x plain torch" is the Pyro overhead, "x reference" the time against the reference
 procedure (below 1 is faster).
@@ -35,7 +35,8 @@ from svg_pyro.build import build_model, resolve_device
 from svg_pyro.config import Config, preset
 from svg_pyro.datasets import make_datasets, training_batch
 from svg_pyro.distributed import World
-from svg_pyro.objective import make_elbo, plain_negative_elbo, reference_step_loss
+from svg_pyro.objective import make_elbo
+from svg_pyro.reference import plain_negative_elbo, reference_step_loss
 from svg_pyro.objective import training_objective
 from svg_pyro.train import training_step
 

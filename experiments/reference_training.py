@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from svg_pyro.build import build_model, resolve_device
 from svg_pyro.config import preset
 from svg_pyro.datasets import make_datasets, training_batch
-from svg_pyro.objective import reference_step_loss
+from svg_pyro.reference import reference_step_loss
 
 
 def main():

@@ -33,6 +33,20 @@ def build_model(config):
     return svg, guide
 
 
+def compile_networks(svg, guide, mode: str = "default") -> None:
+    """``torch.compile`` the networks of ``svg`` and ``guide`` in place: the encoder, the decoder's
+    per-step ``decode`` and per-frame ``skip_terms``, and the LSTMs of the frame predictor, the
+    prior and the posterior. Parameters, their names and the state_dict stay as they were; the Pyro
+    program around the networks (sample sites, effect handlers) runs eagerly."""
+    options = dict(mode=mode, dynamic=False)  # training shapes are fixed; other shapes run eagerly
+    for module in (svg.encoder, svg.predictor, svg.prior, getattr(guide, "net", None)):
+        if module is not None and any(True for _ in module.parameters()):
+            module.compile(**options)
+    decoder = svg.decoder
+    decoder.decode = torch.compile(decoder.decode, **options)  # methods other than forward
+    decoder.skip_terms = torch.compile(decoder.skip_terms, **options)
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' (a GPU when there is one), 'cpu' or 'cuda[:N]' as a torch.device; anything else, or a
     GPU that is not there, is a ValueError naming the choices."""

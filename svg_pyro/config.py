@@ -106,6 +106,9 @@ class Config:
                                         "4 with CUDA); batches do not depend on it")
     precision: str = setting("fp32", "bf16: bfloat16 autocast for the networks in training (GPUs); densities "
                                      "stay fp32")
+    compile: bool = setting(False, "torch.compile the networks for training (the Pyro program stays eager): the "
+                                   "same losses to float tolerance, faster steps after a compile of a few minutes "
+                                   "at the start (docs/performance.md)")
 
     @property
     def frames_per_video(self) -> int:

@@ -1,4 +1,4 @@
-"""The training objective: Pyro ELBOs, their reference-unit terms, and a plain-torch twin.
+"""The training objective: Pyro ELBOs and their reference-unit terms.
 
 With a Gaussian likelihood of std sigma = sqrt(beta * D / 2) (D pixels per frame) and KL weight 1,
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 
-import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
@@ -142,72 +141,6 @@ def kl_per_step(terms: dict) -> float:
 
 def reference_loss(terms: dict, beta: float) -> float:
     return terms["mse"] + beta * terms["kl"]
-
-
-def gaussian_nll(x, x_hat, sigma: float) -> torch.Tensor:
-    """-log N(x | x_hat, sigma^2 I), summed over (C, H, W)."""
-    d = x.shape[-3:].numel()
-    return (0.5 * ((x - x_hat) / sigma) ** 2).flatten(-3).sum(-1) + d * (math.log(sigma) + 0.5 * math.log(2 * math.pi))
-
-
-def plain_negative_elbo(svg, posterior, videos: torch.Tensor, n_past: int) -> torch.Tensor:
-    """The same single-sample -ELBO (analytic KL) as TraceMeanField_ELBO, in plain torch, of a
-    teacher-forced model (``feed`` "true").
-
-    Summed over the batch, like Pyro's. Used by the overhead benchmark and the tests."""
-    h, skips = svg.encoder(videos)
-    h, skips = h.unbind(1), [s.unbind(1) for s in skips]  # as SVG.model: split the time axis once
-    total = videos.new_zeros(())
-    prior_state = predictor_state = posterior_state = None
-    skip_terms = {}
-    for t in range(1, videos.shape[1]):
-        h_prev = h[t - 1]
-        if svg.prior is None:
-            predictor_input = h_prev
-        else:
-            mu, sigma, posterior_state = posterior.net(h[t], posterior_state)
-            z = mu + sigma * torch.randn_like(mu)
-            prior, prior_state = svg.prior(h_prev, prior_state)
-            p_mu, p_sigma = prior.base_dist.loc, prior.base_dist.scale
-            kl = (torch.log(p_sigma / sigma) + (sigma**2 + (mu - p_mu) ** 2) / (2 * p_sigma**2) - 0.5).sum(-1)
-            total = total + svg.kl_weight * kl.sum()
-            predictor_input = torch.cat([h_prev, z], -1)
-        g, predictor_state = svg.predictor(predictor_input, predictor_state)
-        skip = svg.skip_index(t, n_past)  # teacher forced: "previous" is the true x_{t-1}
-        if skip is not None and skip not in skip_terms:
-            skip_terms[skip] = svg.decoder.skip_terms([s[skip] for s in skips])
-        x_hat = svg.decoder.decode(g, None if skip is None else skip_terms[skip])
-        total = total + gaussian_nll(videos[:, t], x_hat, svg.obs_scale).sum()
-    return total
-
-
-def reference_step_loss(svg, posterior, videos: torch.Tensor, n_past: int, beta: float):
-    """The reference code's training loss, transcribed in plain torch on this project's networks.
-
-    Unlike the ELBO above it encodes frame by frame (BatchNorm statistics of each step's B frames,
-    and the target frame encoded a second time for the posterior), keeps the skips of x_{t-1} only
-    while t < n_past (so x_{n_past-2} afterwards), and is in reference units: sum over steps of
-    mean-pixel MSE + beta * KL, KL summed over z dims and averaged over the batch.
-    Returns (loss, mse_t, kl_t) with per-step lists of floats."""
-    mse_t, kl_t = [], []
-    loss = videos.new_zeros(())
-    prior_state = predictor_state = posterior_state = None
-    skips = None
-    for t in range(1, videos.shape[1]):
-        h_prev, prev_skips = svg.encoder(videos[:, t - 1])
-        h_target, _ = svg.encoder(videos[:, t])
-        if t < n_past or skips is None:
-            skips = prev_skips
-        mu, sigma, posterior_state = posterior.net(h_target, posterior_state)
-        z = mu + sigma * torch.randn_like(mu)
-        p_mu, p_sigma, prior_state = svg.prior.net(h_prev, prior_state)
-        kl = (torch.log(p_sigma / sigma) + (sigma**2 + (mu - p_mu) ** 2) / (2 * p_sigma**2) - 0.5).sum(-1).mean()
-        g, predictor_state = svg.predictor(torch.cat([h_prev, z], -1), predictor_state)
-        mse = torch.nn.functional.mse_loss(svg.decoder.decode_concatenated(g, skips), videos[:, t])
-        loss = loss + mse + beta * kl
-        mse_t.append(mse.item())
-        kl_t.append(kl.item())
-    return loss, mse_t, kl_t
 
 
 class Traced(nn.Module):

@@ -24,11 +24,9 @@ import torch
 from tqdm.auto import tqdm
 
 from svg_pyro.atomic import atomic_path
-from svg_pyro.build import build_model
+from svg_pyro.build import build_model, compile_networks
 from svg_pyro.checkpoint import (
-    WEIGHTS_FORMAT,
     CheckpointError,
-    check_compatible,
     load_checkpoint,
     load_optimizer_state,
     rng_state,
@@ -38,11 +36,11 @@ from svg_pyro.checkpoint import (
 from svg_pyro.config import Config
 from svg_pyro.datasets import check_video_values, make_datasets, stack_videos, training_batches
 from svg_pyro.distributed import World, join_world, on_main, rank_seed
-from svg_pyro.errors import InvalidInput, SvgPyroError
+from svg_pyro.errors import SvgPyroError
 from svg_pyro.motion import MotionProbe
 from svg_pyro.objective import kl_per_step, loss_terms, reference_loss, training_objective
 from svg_pyro.plots import SAMPLE_VIDEOS, write_sample_grid
-from svg_pyro.run_dir import lock_run_dir, truncate_metrics
+from svg_pyro.run_dir import RunDirectory, truncate_metrics
 from svg_pyro.signals import GracefulStop, Stopped
 from svg_pyro.tensorboard_log import TensorBoardLog
 
@@ -97,58 +95,56 @@ def train(config: Config, out, resume: bool = False, progress: bool = True) -> l
 
 
 def _train(config: Config, out: Path, resume: bool, progress: bool, world: World) -> list[dict]:
-    ckpt_path = out / "checkpoint.pt"
-    lock = None
-    created = not out.exists()
     datasets = make_datasets(config)  # bad data options are refused before the run directory is touched
-
-    def release():
-        """Drop the lock, and with it a directory this run made and left empty (a refused start)."""
-        nonlocal lock
-        lock.close()
-        lock = None
-        if {p.name for p in out.iterdir()} <= {".lock"}:
-            (out / ".lock").unlink(missing_ok=True)
-            if created:
-                out.rmdir()
-
-    def read_start():
-        nonlocal lock
-        lock = lock_run_dir(out)
-        try:
-            return check_start()
-        except Exception:
-            release()
-            raise
-
-    def check_start():
-        if config.batch_size < world.size:
-            raise InvalidInput(f"--batch-size {config.batch_size} is smaller than the {world.size} processes; "
-                               "the batch is split between them, so give each at least one video")
-        if resume:
-            state = load_checkpoint(ckpt_path)
-            if state["format"] == WEIGHTS_FORMAT:
-                raise CheckpointError(f"{ckpt_path} holds weights only (no optimizer or RNG state), so "
-                                      "training cannot resume from it; train into a new --out")
-            check_compatible(Config.from_dict(state["config"]), config, ckpt_path)
-            if state["step"] > config.steps:
-                raise InvalidInput(f"{ckpt_path} is at step {state['step']}, past --steps {config.steps}; give "
-                                   f"--steps above {state['step']} to train on (nothing was changed)")
-            return state
-        if ckpt_path.exists():
-            raise CheckpointError(f"{out} already holds a checkpoint; pass --resume to continue it or "
-                                  "choose another --out (nothing was overwritten)")
-        return None
-
+    run = RunDirectory(out, config, resume, world.size)
     try:
-        state = on_main(world, read_start)  # rank 0 locks and reads the run directory, and shares it
+        state = on_main(world, run.start)  # rank 0 locks and reads the run directory, and shares it
         # Pyro's validation checks every site's parameters and values, each check a wait for the
         # device; the loop's own finiteness check before every update keeps the divergence guarantee.
         with GracefulStop() as stop, pyro.validation_enabled(False):
-            return _train_loop(config, out, progress, world, state, ckpt_path, stop, datasets)
+            return _train_loop(config, out, progress, world, state, run.checkpoint, stop, datasets)
     finally:
-        if lock is not None:
-            release()
+        run.close()
+
+
+def _eager():
+    """Compiled networks run eagerly in the block: the probe and the sample grid call them on other
+    shapes and in eval mode, which would each cost a compile."""
+    return torch.compiler.set_stance("force_eager")
+
+
+def _restore(state: dict, svg, guide, optimizer, config: Config, world: World, out: Path, ckpt_path: Path) -> int:
+    """Load a checkpoint's weights, optimizer and RNG state into the run; returns its step."""
+    svg.load_state_dict(state["model"])
+    guide.load_state_dict(state["guide"])
+    load_optimizer_state(optimizer, state["optimizer"], ckpt_path)
+    for group in optimizer.param_groups:  # an --lr given with --resume takes effect
+        group["lr"] = config.lr
+    rngs = state.get("rng_by_rank") or [state["rng"]]
+    if world.rank < len(rngs):
+        set_rng_state(rngs[world.rank])
+    else:  # resumed with more processes than wrote the checkpoint: a fresh stream
+        torch.manual_seed(rank_seed(config.seed, world.rank, state["step"]))
+    if world.is_main:
+        truncate_metrics(out / "metrics.jsonl", state["step"])
+    return state["step"]
+
+
+def _follow_schedules(config: Config, optimizer, svg, step: int) -> None:
+    """The learning rate and the scheduled-sampling chance of ``step``: functions of the step alone,
+    so resumed runs follow them exactly."""
+    if config.lr_schedule == "cosine":
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * (1 + math.cos(math.pi * step / config.steps)) / 2
+    if config.feed_ramp:
+        svg.own_feed_probability = min(1.0, step / config.feed_ramp)
+
+
+def _diverged(done: int, out: Path, ckpt_path: Path):
+    last = load_checkpoint(ckpt_path)["step"] if ckpt_path.exists() else None
+    kept = f"the checkpoint of step {last} in {out} is kept" if last is not None else "no checkpoint was written"
+    raise TrainingDiverged(f"the loss or its gradients became non-finite at step {done}; {kept}, and no update "
+                           "was made from the bad step. Resume with a lower --lr, or check the data for corrupt frames.")
 
 
 def _train_loop(config: Config, out: Path, progress: bool, world: World, state, ckpt_path: Path,
@@ -165,26 +161,14 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
         torch.manual_seed(rank_seed(config.seed, world.rank))  # its own latent noise
     svg.to(device).train()
     guide.to(device).train()
+    if config.compile:
+        compile_networks(svg, guide)
     objective = training_objective(svg, guide, config.elbo, config.num_particles)
     parallel_objective = world.wrap(objective)
     # the parameters live on the modules (Pyro's param store is not used): the optimizer takes the
     # objective's, by name, as for any torch module
     optimizer = torch.optim.Adam(objective.named_parameters(), lr=config.lr, betas=(0.9, 0.999))
-    start = 0
-    if state is not None:
-        svg.load_state_dict(state["model"])
-        guide.load_state_dict(state["guide"])
-        load_optimizer_state(optimizer, state["optimizer"], ckpt_path)
-        for group in optimizer.param_groups:  # an --lr given with --resume takes effect
-            group["lr"] = config.lr
-        rngs = state.get("rng_by_rank") or [state["rng"]]
-        if world.rank < len(rngs):
-            set_rng_state(rngs[world.rank])
-        else:  # resumed with more processes than wrote the checkpoint: a fresh stream
-            torch.manual_seed(rank_seed(config.seed, world.rank, state["step"]))
-        start = state["step"]
-        if world.is_main:
-            truncate_metrics(out / "metrics.jsonl", start)
+    start = 0 if state is None else _restore(state, svg, guide, optimizer, config, world, out, ckpt_path)
     test_videos = stack_videos(test_set, SAMPLE_VIDEOS).to(device)
     # SM-MNIST knows where its digits are: at the sample intervals, score the motion of generated digits
     probe = (MotionProbe(test_set, config.n_past, config.probe_videos)
@@ -214,23 +198,13 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
             check_video_values(batch)  # on the host, before the batch goes to the device
             batch = batch.to(device, non_blocking=True)
             done = step + 1
-            if config.lr_schedule == "cosine":  # a function of the step alone: resumed runs follow it exactly
-                for group in optimizer.param_groups:
-                    group["lr"] = config.lr * (1 + math.cos(math.pi * step / config.steps)) / 2
-            if config.feed_ramp:  # scheduled sampling, a function of the step alone (as the lr schedule)
-                svg.own_feed_probability = min(1.0, step / config.feed_ramp)
+            _follow_schedules(config, optimizer, svg, step)
             # Pyro's validation is off (above), so non-finite network outputs reach the loss rather
             # than raising in a distribution; training_step's finiteness check catches them
             loss, applied = training_step(parallel_objective, optimizer, svg, batch, config.n_past, world,
                                           config.precision)
             if not applied:  # the same on every rank: rank 0 reports it
-                def diverged():
-                    last = load_checkpoint(ckpt_path)["step"] if ckpt_path.exists() else None
-                    kept = f"the checkpoint of step {last} in {out} is kept" if last is not None else "no checkpoint was written"
-                    raise TrainingDiverged(f"the loss or its gradients became non-finite at step {done}; {kept}, "
-                                           "and no update was made from the bad step. Resume with a lower --lr, "
-                                           "or check the data for corrupt frames.")
-                on_main(world, diverged, errors=(TrainingDiverged, CheckpointError))
+                on_main(world, lambda: _diverged(done, out, ckpt_path), errors=(TrainingDiverged, CheckpointError))
             sampling = done % config.sample_every == 0 or done == config.steps
             if done % config.log_every == 0 or sampling:
                 terms = loss_terms(objective.model.trace, objective.guide.trace)
@@ -242,7 +216,8 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
                        "lr": optimizer.param_groups[0]["lr"], "seconds": now - tick,
                        "data_seconds": waited}
                 if probe is not None and sampling:
-                    row.update(probe(svg, guide))
+                    with _eager():
+                        row.update(probe(svg, guide))
                     row["probe_seconds"] = time.perf_counter() - now
                     now = time.perf_counter()  # the probe's time is not training time
                 tick, waited = now, 0.0
@@ -267,7 +242,8 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
                 raise Stopped(signum, f"stopped by {signal.Signals(signum).name} at step {done}: checkpoint "
                                       f"saved in {out}; continue with: python svi_train.py --out {out} --resume")
             if world.is_main and sampling:
-                shown = write_sample_grid(out, done, config, svg, guide, test_videos)
+                with _eager():
+                    shown = write_sample_grid(out, done, config, svg, guide, test_videos)
                 if board:
                     board.samples(done, shown)
     bar.close()

@@ -10,7 +10,8 @@ from pyro.util import check_model_guide_match, check_site_shape
 
 from svg_pyro.build import build_model
 from svg_pyro.config import preset
-from svg_pyro.objective import loss_terms, make_elbo, plain_negative_elbo, reference_step_loss
+from svg_pyro.objective import loss_terms, make_elbo
+from svg_pyro.reference import plain_negative_elbo, reference_step_loss
 from tests.conftest import run_model_and_guide
 
 

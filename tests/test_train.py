@@ -2,6 +2,7 @@
 import hashlib
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -310,6 +311,21 @@ def test_bf16_autocast_runs_the_networks_in_bf16_and_keeps_the_densities_fp32(ti
     assert seen == [torch.float32, torch.bfloat16]  # autocast reached the networks
     assert losses["bf16"].dtype == torch.float32
     torch.testing.assert_close(losses["bf16"], losses["fp32"], rtol=2e-3, atol=0)
+
+
+def test_compiled_networks_train_as_the_eager_ones(tmp_path):
+    """--compile: the same losses to float tolerance, a checkpoint with the eager model's names (it
+    loads and resumes without compiling), and the sample grid drawn (eagerly) on the way."""
+    common = dict(steps=3, log_every=1, checkpoint_every=3, sample_every=3, probe_videos=0)
+    eager = train(preset("tiny", **common), tmp_path / "eager", progress=False)
+    compiled = train(preset("tiny", compile=True, **common), tmp_path / "compiled", progress=False)
+    np.testing.assert_allclose([r["loss"] for r in compiled], [r["loss"] for r in eager], rtol=1e-4)
+    states = [load_checkpoint(tmp_path / run / "checkpoint.pt") for run in ("eager", "compiled")]
+    for key in ("model", "guide"):
+        assert list(states[0][key]) == list(states[1][key])
+    assert (tmp_path / "compiled" / "samples_000003.png").is_file()
+    resumed = train(preset("tiny", **{**common, "steps": 4}), tmp_path / "compiled", resume=True, progress=False)
+    assert [r["step"] for r in resumed] == [4]
 
 
 def test_batches_and_losses_do_not_depend_on_the_number_of_workers(tmp_path, tiny_data):
