@@ -19,7 +19,8 @@ import warnings
 import pyro
 import torch
 
-from svg_pyro.build import build_model, resolve_device
+from svg_pyro.build import build_model
+from svg_pyro.distributed import resolve_device
 from svg_pyro.config import preset
 from svg_pyro.datasets import make_datasets, training_batch
 from svg_pyro.distributed import World

@@ -19,7 +19,8 @@ import time
 import pyro
 import torch
 
-from svg_pyro.build import build_model, resolve_device
+from svg_pyro.build import build_model
+from svg_pyro.distributed import resolve_device
 from svg_pyro.config import PRESETS, preset
 from svg_pyro.datasets import make_datasets, stack_videos
 from svg_pyro.reference import reference_generate

@@ -31,7 +31,8 @@ import pyro
 import torch
 from pyro.infer import SVI
 
-from svg_pyro.build import build_model, resolve_device
+from svg_pyro.build import build_model
+from svg_pyro.distributed import resolve_device
 from svg_pyro.config import Config, preset
 from svg_pyro.datasets import make_datasets, training_batch
 from svg_pyro.distributed import World

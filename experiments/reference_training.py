@@ -20,7 +20,8 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from svg_pyro.build import build_model, resolve_device
+from svg_pyro.build import build_model
+from svg_pyro.distributed import resolve_device
 from svg_pyro.config import preset
 from svg_pyro.datasets import make_datasets, training_batch
 from svg_pyro.reference import reference_step_loss

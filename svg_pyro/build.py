@@ -1,10 +1,9 @@
 """Build the Pyro model and guide of a configuration: the one place that turns a ``Config`` into
-networks."""
+networks (and compiles them, for training with ``--compile``)."""
 from __future__ import annotations
 
 import torch
 
-from svg_pyro.errors import InvalidInput
 from svg_pyro.guides.posterior import EmptyGuide, RecurrentPosterior
 from svg_pyro.models.priors import FixedPrior, LearnedPrior
 from svg_pyro.models.svg import SVG
@@ -45,20 +44,3 @@ def compile_networks(svg, guide, mode: str = "default") -> None:
     decoder = svg.decoder
     decoder.decode = torch.compile(decoder.decode, **options)  # methods other than forward
     decoder.skip_terms = torch.compile(decoder.skip_terms, **options)
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' (a GPU when there is one), 'cpu' or 'cuda[:N]' as a torch.device; anything else, or a
-    GPU that is not there, is a ValueError naming the choices."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise InvalidInput(f"--device {name} is not a device this program runs on; use auto, cpu or cuda[:N]")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInput(f"--device {name} was asked for but PyTorch sees no CUDA GPU; "
-                           "use --device cpu (or auto)")
-    return device

@@ -1,4 +1,5 @@
-"""Data-parallel training with ``torch.distributed``: the process group and what ranks share.
+"""Devices and processes: the device a name asks for, and data-parallel training with
+``torch.distributed`` (the process group and what ranks share).
 
 Started by ``torchrun`` (which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT),
 training joins a process group: NCCL with one GPU per process (the one of LOCAL_RANK) when the
@@ -24,8 +25,25 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from svg_pyro.build import resolve_device
 from svg_pyro.errors import InvalidInput
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' (a GPU when there is one), 'cpu' or 'cuda[:N]' as a torch.device; anything else, or a
+    GPU that is not there, is a ValueError naming the choices."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise InvalidInput(f"--device {name} is not a device this program runs on; use auto, cpu or cuda[:N]")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInput(f"--device {name} was asked for but PyTorch sees no CUDA GPU; "
+                           "use --device cpu (or auto)")
+    return device
+
 
 
 @dataclass

@@ -29,7 +29,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from svg_pyro.build import resolve_device
+from svg_pyro.distributed import resolve_device
 from svg_pyro.checkpoint import CheckpointError, load_model
 from svg_pyro.config import check_same_data
 from svg_pyro.datasets import check_video_values, make_datasets, stack_videos

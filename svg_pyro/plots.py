@@ -6,13 +6,9 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 import torch
-from pyro import poutine
 
 from svg_pyro.atomic import atomic_path
 
-SAMPLE_VIDEOS = 4  # test videos shown in the sample grids
-SAMPLES_PER_VIDEO = 2
-SAMPLE_SEED = 1234  # samples are drawn under a fixed seed, outside the training RNG stream
 PAD = 2
 GREEN = np.array([40, 160, 40], np.uint8)
 GREY = np.array([200, 200, 200], np.uint8)
@@ -71,16 +67,10 @@ def save_gif(path, rows: torch.Tensor, fps: int = 4) -> None:
         imageio.mimsave(tmp, frames, duration=1000 / fps, loop=0, format="GIF")
 
 
-def write_sample_grid(out: Path, step: int, config, svg, guide, test_videos) -> torch.Tensor:
-    """Grid and GIF of ground truth vs samples on fixed test videos (BatchNorm running statistics);
-    returns the shown videos (rows, T, C, H, W)."""
-    from svg_pyro.sampling import generate  # sampling draws on the models; pictures need not
-
+def write_sample_grid(out: Path, step: int, config, test_videos: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    """Grid and GIF of ground truth vs ``samples`` (S, B, T, C, H, W) of ``test_videos`` (B, T, C, H,
+    W), as training draws them at its sample intervals; returns the shown videos (rows, T, C, H, W)."""
     n_frames = test_videos.shape[1]
-    cuda = [test_videos.device.index or 0] if test_videos.is_cuda else []
-    with torch.random.fork_rng(devices=cuda), poutine.block():
-        torch.manual_seed(SAMPLE_SEED)
-        samples = generate(svg, guide, test_videos, config.n_past, n_frames, SAMPLES_PER_VIDEO, bn="eval")
     rows, labels = [], []
     for v in range(test_videos.shape[0]):
         rows.append(test_videos[v])

@@ -25,6 +25,7 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
+from pyro import poutine
 from pyro.infer import Predictive
 from torch import nn
 from tqdm.auto import tqdm
@@ -34,6 +35,9 @@ from svg_pyro.models.priors import fixed_prior, learned_prior_of, swap_prior
 from svg_pyro.sites import latent_site
 
 BN_MODES = ("eval", "train")
+GRID_VIDEOS = 4  # test videos shown in training's sample grids
+GRID_SAMPLES = 2  # futures of each
+GRID_SEED = 1234  # drawn under a fixed seed, outside the training RNG stream
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 DEFAULT_MAX_BATCH = 256  # (sample, video) rows per Predictive call
 
@@ -166,3 +170,13 @@ def generate(svg, guide, videos: torch.Tensor, n_past: int, n_frames: int, num_s
             out = videos.new_empty(num_samples, videos.shape[0], *chunk.frames.shape[2:])
         out[chunk.samples, chunk.videos] = chunk.frames.to(videos.device)
     return out
+
+
+def grid_samples(svg, guide, test_videos: torch.Tensor, n_past: int) -> torch.Tensor:
+    """The futures training shows at its sample intervals: ``GRID_SAMPLES`` of each of
+    ``test_videos``, under a fixed seed and BatchNorm's running statistics, outside the training RNG
+    stream and any enclosing Pyro handler."""
+    cuda = [test_videos.device.index or 0] if test_videos.is_cuda else []
+    with torch.random.fork_rng(devices=cuda), poutine.block():
+        torch.manual_seed(GRID_SEED)
+        return generate(svg, guide, test_videos, n_past, test_videos.shape[1], GRID_SAMPLES, bn="eval")

@@ -39,8 +39,9 @@ from svg_pyro.distributed import World, join_world, on_main, rank_seed
 from svg_pyro.errors import SvgPyroError
 from svg_pyro.motion import MotionProbe
 from svg_pyro.objective import kl_per_step, loss_terms, reference_loss, training_objective
-from svg_pyro.plots import SAMPLE_VIDEOS, write_sample_grid
+from svg_pyro.plots import write_sample_grid
 from svg_pyro.run_dir import RunDirectory, truncate_metrics
+from svg_pyro.sampling import GRID_VIDEOS, grid_samples
 from svg_pyro.signals import GracefulStop, Stopped
 from svg_pyro.tensorboard_log import TensorBoardLog
 
@@ -169,7 +170,7 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
     # objective's, by name, as for any torch module
     optimizer = torch.optim.Adam(objective.named_parameters(), lr=config.lr, betas=(0.9, 0.999))
     start = 0 if state is None else _restore(state, svg, guide, optimizer, config, world, out, ckpt_path)
-    test_videos = stack_videos(test_set, SAMPLE_VIDEOS).to(device)
+    test_videos = stack_videos(test_set, GRID_VIDEOS).to(device)
     # SM-MNIST knows where its digits are: at the sample intervals, score the motion of generated digits
     probe = (MotionProbe(test_set, config.n_past, config.probe_videos)
              if world.is_main and config.dataset == "smmnist" and config.probe_videos else None)
@@ -243,7 +244,8 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
                                       f"saved in {out}; continue with: python svi_train.py --out {out} --resume")
             if world.is_main and sampling:
                 with _eager():
-                    shown = write_sample_grid(out, done, config, svg, guide, test_videos)
+                    samples = grid_samples(svg, guide, test_videos, config.n_past)
+                shown = write_sample_grid(out, done, config, test_videos, samples)
                 if board:
                     board.samples(done, shown)
     bar.close()

@@ -35,7 +35,7 @@ class TrainedModel:
     def load(cls, name_or_path, device: str = "cpu") -> TrainedModel:
         """A checkpoint (training or weights-only) by path, or a shipped model by short name
         (``svg_pyro.checkpoint.shipped_models()`` lists them), on ``device`` in eval mode."""
-        from svg_pyro.build import resolve_device
+        from svg_pyro.distributed import resolve_device
         from svg_pyro.checkpoint import load_model, resolve_checkpoint
 
         config, svg, guide, step = load_model(name_or_path, resolve_device(device))

@@ -218,7 +218,7 @@ class StudyData:
 def load_models(checkpoint, fp_checkpoint=None, det_checkpoint=None, device: str = "auto") -> dict:
     """{model type: dict(path, config, svg, guide, step)}: the studied checkpoint and the optional
     SVG-FP and deterministic references, refused unless all were trained on the same data."""
-    from svg_pyro.build import resolve_device
+    from svg_pyro.distributed import resolve_device
 
     device = resolve_device(device) if isinstance(device, str) else device
     models = {}
