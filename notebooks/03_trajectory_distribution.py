@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -49,7 +49,8 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # text progres
 from svg_pyro.checkpoint import load_checkpoint
 from svg_pyro.config import Config
 from svg_pyro.smmnist import StochasticMovingMNIST, velocity_table
-from svg_pyro.trajectory import find_trajectory, first_random_step, run_study
+from svg_pyro.displacements import first_random_step
+from svg_pyro.trajectory import find_trajectory, run_study
 from svg_pyro.trajectory_plots import plot_velocity_tables
 
 CHECKPOINT = os.environ.get("SVG_CHECKPOINT_1DIGIT", "smmnist-1digit-svg-lp")

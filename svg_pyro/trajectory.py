@@ -12,9 +12,7 @@ certain predicted steps), one figure each, and averages the distances over them 
 Conventions: positions are the digit's top-left corner (x, y) in pixels; the displacement of step t
 is position(t + 1) - position(t), the motion between two frames, which is what a video shows. It is
 the velocity in effect except on the step into a wall, where the clamp at the wall shortens it.
-Distributions over displacements are arrays ``p[dy + R, dx + R]`` on the grid -R..R with R = the
-largest shift a 32x32 digit can make (32 on 64x64 frames); the generator only reaches the central
-9x9 block (|dx|, |dy| <= 4), generated videos may land outside it.
+Distributions over displacements and the distances between them are ``svg_pyro.displacements``.
 """
 from __future__ import annotations
 
@@ -26,9 +24,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from svg_pyro.displacements import (crop, displacement_histogram, displacements, embed, first_random_step,
+                                     grid_radius, total_variation, wasserstein)
 from svg_pyro.errors import InvalidInput
 from svg_pyro.motion import extract_positions
-from svg_pyro.smmnist import DIGIT_SIZE, HALF, StochasticMovingMNIST, true_displacement_distributions, velocity_table
+from svg_pyro.smmnist import DIGIT_SIZE, StochasticMovingMNIST, true_displacement_distributions, velocity_table
 from svg_pyro.trajectory_plots import plot_distances, plot_distributions, plot_velocity_tables, save_examples
 
 DETERMINISTIC_STEPS = 2  # predicted steps before the first random one in the chosen trajectory
@@ -38,92 +38,6 @@ STUDY_STEPS = 10  # predicted steps of the full study: at least 6 after every tr
 
 # ---------------------------------------------------------------------------------------------
 # trajectory extraction
-
-
-def displacements(positions) -> np.ndarray:
-    """(..., T, 2) positions -> (..., T-1, 2) displacements between consecutive frames."""
-    positions = np.asarray(positions)
-    return positions[..., 1:, :] - positions[..., :-1, :]
-
-
-# ---------------------------------------------------------------------------------------------
-# distributions on the displacement grid
-
-
-def grid_radius(image_size: int) -> int:
-    """Largest displacement a digit can show: placements run over 0..image_size - DIGIT_SIZE."""
-    return image_size - DIGIT_SIZE
-
-
-def displacement_histogram(steps, radius: int) -> np.ndarray:
-    """Empirical distribution ``p[dy + R, dx + R]`` of displacements (N, 2) as (dx, dy)."""
-    steps = np.asarray(steps).reshape(-1, 2)
-    if len(steps) == 0:
-        raise InvalidInput("no displacements to count")
-    if np.abs(steps).max() > radius:
-        raise InvalidInput(f"displacements reach {np.abs(steps).max()}, beyond the grid radius {radius}")
-    counts = np.zeros((2 * radius + 1, 2 * radius + 1))
-    np.add.at(counts, (steps[:, 1] + radius, steps[:, 0] + radius), 1.0)
-    return counts / counts.sum()
-
-
-def embed(probs: np.ndarray, radius: int) -> np.ndarray:
-    """A centred (2r+1)^2 distribution placed in the centre of the (2 radius + 1)^2 grid."""
-    small = probs.shape[-1] // 2
-    if radius < small:
-        raise InvalidInput(f"cannot embed a grid of radius {small} in one of radius {radius}")
-    out = np.zeros(probs.shape[:-2] + (2 * radius + 1, 2 * radius + 1))
-    out[..., radius - small:radius + small + 1, radius - small:radius + small + 1] = probs
-    return out
-
-
-def crop(probs: np.ndarray, half: int = HALF) -> np.ndarray:
-    """The central (2 half + 1)^2 block: the generator's 9x9 (dx, dy) grid by default."""
-    r = probs.shape[-1] // 2
-    return probs[..., r - half:r + half + 1, r - half:r + half + 1]
-
-
-def total_variation(p: np.ndarray, q: np.ndarray) -> float:
-    """TV = max over events |P(A) - Q(A)| = half the L1 distance; 0 (equal) to 1 (disjoint)."""
-    _check_pair(p, q)
-    return 0.5 * float(np.abs(p - q).sum())
-
-
-def wasserstein(p: np.ndarray, q: np.ndarray) -> float:
-    """Earth mover's distance in pixels per frame (Euclidean ground distance between (dx, dy)).
-
-    TV is 1 for any two disjoint distributions; W1 says how far the mass must move, so it tells a
-    model that bounces with a slightly wrong speed from one that flies on into the wall.
-    """
-    from scipy.stats import wasserstein_distance_nd
-
-    _check_pair(p, q)
-    r = p.shape[-1] // 2
-
-    def points(d):
-        where = np.argwhere(d > 0)
-        return where - r, d[tuple(where.T)]
-
-    (u, u_weights), (v, v_weights) = points(p), points(q)
-    return float(wasserstein_distance_nd(u, v, u_weights, v_weights))
-
-
-def _check_pair(p, q):
-    if p.shape != q.shape or p.ndim != 2 or p.shape[0] != p.shape[1] or p.shape[0] % 2 != 1:
-        raise InvalidInput(f"distributions must be centred square grids of one odd size, got {p.shape} and {q.shape}")
-    for d in (p, q):
-        if (d < 0).any() or not np.isclose(d.sum(), 1.0):
-            raise InvalidInput("distributions must be non-negative and sum to 1")
-
-
-# ---------------------------------------------------------------------------------------------
-# the study's trajectory
-
-
-def first_random_step(truth: np.ndarray) -> int | None:
-    """Index of the first step whose true distribution is not a delta (None if all are)."""
-    random = np.flatnonzero(truth.reshape(len(truth), -1).max(axis=1) < 1 - 1e-9)
-    return int(random[0]) if len(random) else None
 
 
 def find_trajectory(dataset: StochasticMovingMNIST, n_past: int, deterministic_steps: int = DETERMINISTIC_STEPS,

@@ -13,9 +13,9 @@ from svg_pyro.config import preset
 from svg_pyro.smmnist import (DIGIT_SIZE, StochasticMovingMNIST, allowed_velocity_table,
                               default_velocity_table, load_digits, simulate_trajectory,
                               true_displacement_distributions, velocity_table)
-from svg_pyro.trajectory import (StudyData, build_report, crop, displacement_histogram, displacements, embed,
-                                 extract_positions, find_trajectory, first_random_step, score_positions,
-                                 total_variation, wasserstein)
+from svg_pyro.displacements import (crop, displacement_histogram, displacements, embed, first_random_step,
+                                    total_variation, wasserstein)
+from svg_pyro.trajectory import StudyData, build_report, extract_positions, find_trajectory, score_positions
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 64 - DIGIT_SIZE  # drawn positions are 0..31
