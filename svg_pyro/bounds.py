@@ -43,24 +43,28 @@ def _sites(trace):
 @torch.no_grad()
 def path_terms(svg, guide, videos: torch.Tensor, n_past: int, model=None) -> dict:
     """One draw of the latent path per video. Returns per video (tensors of shape (B,) or (B, T-1)):
-    ``log_weight`` = log p(x, z) - log q(z | x) at the draw, ``loglik_t`` = log p(x_t | ...) and
+    ``log_weight`` = log p(x, z) - log q(z | x) at the draw and its share of each step,
+    ``log_weight_t``, ``loglik_t`` = log p(x_t | ...) and
     ``kl_t`` = the analytic KL of step t (zero for the deterministic model). ``model``: ``svg.model``
     under an effect handler (a swapped prior), if given."""
     with svg.share_encodings(), poutine.block():
         model_trace, guide_trace = _traces(model or svg.model, guide, videos, n_past)
-    loglik, kl, log_weight = [], [], 0.0
+    loglik, kl, log_weight, step_weight = [], [], 0.0, {}
     for name, site in _sites(model_trace):
-        log_p = site["fn"].log_prob(site["value"])  # no KL weight: the model's own density
-        log_weight = log_weight + log_p
-        if site_step(name)[0] == FRAME:
-            loglik.append(log_p)
+        kind, t = site_step(name)
+        term = site["fn"].log_prob(site["value"])  # no KL weight: the model's own density
+        if kind == FRAME:
+            loglik.append(term)
         else:
             posterior = guide_trace.nodes[name]
-            log_weight = log_weight - posterior["fn"].log_prob(site["value"])
             kl.append(kl_divergence(posterior["fn"], site["fn"]))
+            term = term - posterior["fn"].log_prob(site["value"])
+        log_weight = log_weight + term
+        step_weight[t] = step_weight.get(t, 0.0) + term
     loglik = torch.stack(loglik, -1)
     kl = torch.stack(kl, -1) if kl else torch.zeros_like(loglik)
-    return {"log_weight": log_weight, "loglik_t": loglik, "kl_t": kl}
+    log_weight_t = torch.stack([step_weight[t] for t in sorted(step_weight)], -1)
+    return {"log_weight": log_weight, "log_weight_t": log_weight_t, "loglik_t": loglik, "kl_t": kl}
 
 
 def heldout_kl(svg, guide, videos: torch.Tensor, n_past: int, prior: str | None = None) -> np.ndarray:
@@ -80,21 +84,28 @@ def video_bounds(svg, guide, videos: torch.Tensor, n_past: int, particles=DEFAUL
                  max_batch: int = 256) -> dict:
     """Bounds of each of ``videos`` (B, T, C, H, W): ``elbo`` (B,), its per-step ``loglik_t`` and
     ``kl_t`` (B, T-1) from the first draw, and ``iwae`` {K: (B,)} from the first K of max(particles)
-    draws of the path, drawn ``max_batch`` video-paths at a time. numpy arrays."""
+    draws of the path, drawn ``max_batch`` video-paths at a time; ``iwae_t`` {K: (B, T-1)} splits
+    each into its steps: the rise of the IWAE bound of the frames so far, log p(x_1..x_t | x_0),
+    over that of x_1..x_{t-1}, an estimate of log p(x_t | x_<t) (the guide's z_t sees frames up to t
+    only, so each prefix's weights are importance weights of that prefix). numpy arrays."""
     # without a latent every path is the same one, and it is the exact log-likelihood whatever K is
     count = max(particles) if svg.z_dim else 1
     per_call = max(1, max_batch // videos.shape[0])
-    log_weights, first = [], None
+    step_weights, first = [], None
     for start in range(0, count, per_call):
         k = min(per_call, count - start)
         terms = path_terms(svg, guide, videos.repeat(k, *[1] * (videos.dim() - 1)), n_past)
-        log_weights.append(terms["log_weight"].view(k, videos.shape[0]))
+        step_weights.append(terms["log_weight_t"].view(k, videos.shape[0], -1))
         if first is None:
             first = {key: value[: videos.shape[0]] for key, value in terms.items()}
-    log_weights = torch.cat(log_weights).double()
-    iwae = {k: (torch.logsumexp(log_weights[:k], 0) - math.log(min(k, count))).cpu().numpy() for k in particles}
+    prefix = torch.cat(step_weights).double().cumsum(-1)  # (count, B, T-1): log weights of x_1..x_t
+    iwae_t = {}
+    for k in particles:
+        bound = torch.logsumexp(prefix[:k], 0) - math.log(min(k, count))  # (B, T-1): IWAE of each prefix
+        iwae_t[k] = torch.diff(bound, dim=-1, prepend=torch.zeros_like(bound[:, :1])).cpu().numpy()
+    iwae = {k: steps.sum(-1) for k, steps in iwae_t.items()}
     loglik, kl = first["loglik_t"].double().cpu().numpy(), first["kl_t"].double().cpu().numpy()
-    return {"elbo": loglik.sum(1) - kl.sum(1), "loglik_t": loglik, "kl_t": kl, "iwae": iwae}
+    return {"elbo": loglik.sum(1) - kl.sum(1), "loglik_t": loglik, "kl_t": kl, "iwae": iwae, "iwae_t": iwae_t}
 
 
 def summarize_bounds(bounds: dict) -> dict:

@@ -1,4 +1,4 @@
-"""The ``svg-pyro`` command: train, evaluate, trajectory, prepare, kl-curves.
+"""The ``svg-pyro`` command: train, evaluate, trajectory, prepare, kl-curves, score, export.
 
 Each subcommand declares its options here and calls a library function; ``run`` holds the one rule
 that turns an expected failure into a one-line error and an exit code. The training options are made
@@ -326,6 +326,42 @@ def _kl_curves(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# score
+
+
+def _score_options(p: argparse.ArgumentParser) -> None:
+    from svg_pyro.score import score
+
+    default = _defaults(score)
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt of the model, or a shipped model's short name")
+    p.add_argument("--input", help=".npy of videos (N, T, H, W) or (N, T, C, H, W), uint8 or float in [0, 1] "
+                                   "(default: the model's test videos)")
+    p.add_argument("--out", required=True, help="directory for scores.json and scores.png")
+    p.add_argument("--videos", type=int, help="score the first N videos (default: all of --input, 64 of the test set)")
+    p.add_argument("--particles", type=int, default=default["particles"],
+                   help="latent paths per video of the importance-weighted estimate (K)")
+    _device_option(p, default["device"])
+    p.add_argument("--batch", type=int, default=default["max_batch"], help="video-paths per forward pass")
+    p.add_argument("--seed", type=int, default=default["seed"])
+    _progress_option(p)
+
+
+def _score(args) -> int:
+    import numpy as np
+
+    from svg_pyro.score import score
+
+    result = score(args.checkpoint, args.out, args.input, args.videos, args.particles, args.device, args.batch,
+                   args.seed, progress=_progress(args))
+    per_frame = np.array(result["per_frame"])
+    top = np.unravel_index(per_frame.argmax(), per_frame.shape)
+    print(f"{result['videos']} videos x {per_frame.shape[1]} frames: surprise median {np.median(per_frame):.1f} nats "
+          f"per frame; the highest, {per_frame[top]:.1f}, at video {top[0]} frame {result['frames'][top[1]]}")
+    print(f"wrote {Path(args.out) / 'scores.json'} and {Path(args.out) / 'scores.png'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # export
 
 
@@ -363,6 +399,9 @@ COMMANDS = {
     "kl-curves": Command(_kl_curves_options, _kl_curves,
                          "How much the latent carries and how well the digits move: KL per step and the "
                          "motion probe's errors against training step or time, from runs' metrics.jsonl."),
+    "score": Command(_score_options, _score,
+                     "How surprising is each frame: -log p(x_t | x_<t) per video and frame, from the model's "
+                     "importance-weighted bound (anomalies stand out)."),
     "export": Command(_export_options, _export,
                       "Write a checkpoint's trained networks without the optimizer and RNG state (what "
                       "checkpoints/ ships; every command loads it by path or short name)."),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -93,12 +94,16 @@ class Shown:
     det: torch.Tensor | None = None
 
 
+ESTIMATE_AFTER = 30  # seconds of sampling after which a run without a progress bar says how long it takes
+
+
 def _score_model(svg, guide, test_set, num_videos, n_past, n_frames, num_samples, *, prior, bn,
                  max_batch, shown: list[Shown] | None, progress, desc):
     """Scores (samples, videos, steps) per metric of a model; fills ``shown`` (grid videos)."""
     horizon = n_frames - n_past
     scores = {name: np.empty((num_samples, num_videos, horizon), np.float32) for name in METRICS}
     bar = tqdm(total=num_videos, unit="video", desc=desc, disable=not progress, dynamic_ncols=True)
+    started, estimated = time.perf_counter(), progress  # the bar shows its own estimate
     for b0 in range(0, num_videos, VIDEO_BLOCK):
         block = stack_videos(test_set, range(b0, min(b0 + VIDEO_BLOCK, num_videos)))
         check_video_values(block)
@@ -112,6 +117,13 @@ def _score_model(svg, guide, test_set, num_videos, n_past, n_frames, num_samples
             if shown is not None:
                 _keep_shown(shown, chunk, b0, chunk_scores["ssim"])
             bar.update((v.stop - v.start) * (chunk.samples.stop - chunk.samples.start) / num_samples)
+            done = b0 + (chunk.videos.start + (chunk.videos.stop - chunk.videos.start)
+                         * chunk.samples.stop / num_samples)
+            if not estimated and time.perf_counter() - started > ESTIMATE_AFTER:
+                left = (time.perf_counter() - started) * (num_videos / done - 1)
+                print(f"{desc}: {done:.1f} of {num_videos} videos in {time.perf_counter() - started:.0f} s; "
+                      f"about {left / 60:.0f} more minutes at this pace", file=sys.stderr, flush=True)
+                estimated = True
     bar.close()
     return scores
 

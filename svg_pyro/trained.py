@@ -7,6 +7,7 @@
     futures = model.sample(videos, samples=10)          # (10, 4, 15, 1, 64, 64): 5 given + 10 generated
     model.save_samples("futures.png", videos, futures)  # truth and samples, a row each (and a .gif beside it)
     bounds = model.bounds(videos, particles=(1, 100))   # per video: ELBO and IWAE bounds on log p(x), nats
+    surprise = model.surprise(videos)                   # per frame: -log p(x_t | x_<t), nats
 
 ``model.svg.model`` and ``model.guide`` are the Pyro model and guide themselves, for effect
 handlers, ``Predictive`` or ``SVI``; ``model.config`` is the run's configuration.
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -100,6 +103,13 @@ class TrainedModel:
         videos = self._videos(videos).to(self.device)
         with torch.no_grad():
             return video_bounds(self.svg, self.guide, videos, self.n_past, tuple(particles))
+
+    def surprise(self, videos: torch.Tensor, particles: int = 100) -> np.ndarray:
+        """-log p(x_t | x_<t) of each frame t = 1..T-1 of each video, in nats (B, T-1): what the
+        model did not expect (``svg_pyro.score``)."""
+        from svg_pyro.score import score_videos
+
+        return score_videos(self.svg, self.guide, self._videos(videos), self.n_past, particles)["surprise"]
 
     def save_samples(self, path, videos: torch.Tensor, futures: torch.Tensor) -> None:
         """PNG at ``path`` (and a GIF beside it) of each video's truth above its futures, as

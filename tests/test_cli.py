@@ -83,7 +83,7 @@ def test_the_installed_command_lists_the_subcommands():
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True).stdout
     for name in cli.COMMANDS:
         assert name in out
-    assert set(cli.COMMANDS) == {"train", "evaluate", "trajectory", "prepare", "kl-curves", "export"}
+    assert set(cli.COMMANDS) == {"train", "evaluate", "trajectory", "prepare", "kl-curves", "score", "export"}
 
 
 @pytest.mark.parametrize("command", [["train", "--preset", "tiny", "--steps", "1"], ["evaluate", "--checkpoint", "x"]])

@@ -50,9 +50,11 @@ def test_the_readmes_python_runs_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
     namespace = {}
-    exec(blocks[0].replace("particles=(1, 100)", "particles=(1, 4)"), namespace)  # fewer paths: seconds
+    exec(blocks[0].replace("particles=(1, 100)", "particles=(1, 4)").replace("surprise(videos)", "surprise(videos, 4)"),
+         namespace)  # fewer paths: seconds
     assert namespace["videos"].shape == (4, 15, 1, 64, 64) and namespace["futures"].shape == (1, 4, 15, 1, 64, 64)
     assert (tmp_path / "futures.png").is_file() and (tmp_path / "futures.gif").is_file()
+    assert namespace["surprise"].shape == (4, 14)
     bounds = namespace["bounds"]
     assert bounds["elbo"].shape == bounds["iwae"][4].shape == (4,) and np.isfinite(bounds["elbo"]).all()
     namespace["videos"] = namespace["videos"][:2, :8]  # the SVI step on a small batch

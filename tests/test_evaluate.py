@@ -343,6 +343,17 @@ def test_every_input_is_checked_before_anything_is_sampled_or_written(checkpoint
     assert json.loads((out / "metrics.json").read_text())["protocol"]["n_past"] == 3
 
 
+def test_a_run_without_progress_bar_says_how_long_it_will_take(checkpoints, tmp_path, capsys, monkeypatch):
+    from svg_pyro import evaluate as evaluation
+
+    monkeypatch.setattr(evaluation, "ESTIMATE_AFTER", 0.0)  # at once, not after 30 s
+    assert run_subcommand("evaluate", ["--checkpoint", checkpoints["svg-lp"], "--out", str(tmp_path), "--samples", "4",
+                                       "--videos", "3", "--horizon", "1", "--batch", "2", "--motion-videos", "0",
+                                       "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("more minutes at this pace") == 1 and "0.5 of 3 videos" in err, err
+
+
 def test_cli_bounds_of_the_model_and_the_baseline(checkpoints, tmp_path, capsys):
     """--bound-particles: the bounds of both models in metrics.json and the table; the baseline's
     ELBO and IWAE are its exact log-likelihood, the model's IWAE sits above its ELBO on average."""
