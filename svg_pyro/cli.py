@@ -138,8 +138,26 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, Path, bool]:
     if resume and name is None:
         base = load_checkpoint(out / "checkpoint.pt")["config"]
     else:
-        base = preset(name or DEFAULT_PRESET).to_dict()
-    return Config(**{**base, **given}).validate(), out, resume
+        default = "folder-cpu" if given.get("dataset") == "folder" else DEFAULT_PRESET
+        base = preset(name or default).to_dict()
+    merged = {**base, **given}
+    if merged["dataset"] == "folder" and merged.get("data_root"):
+        merged.update(_store_frame(merged["data_root"], given))
+    return Config(**merged).validate(), out, resume
+
+
+def _store_frame(data_root, given: dict) -> dict:
+    """A folder store's frame size and channels, for the settings the user did not give (those given
+    are checked against the store when training starts)."""
+    import json
+
+    from svg_pyro.video_store import MANIFEST
+
+    try:
+        channels, size, _ = json.loads((Path(data_root) / MANIFEST).read_text())["frame_shape"]
+    except (OSError, ValueError, KeyError):
+        return {}  # no readable store: training names the problem
+    return {k: v for k, v in (("channels", channels), ("image_size", size)) if k not in given}
 
 
 def _train(args) -> int:
@@ -259,19 +277,36 @@ def _prepare_options(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="dataset", required=True)
     kth = sub.add_parser("kth", help="KTH actions: a folder of personNN_ACTION_dN_uncomp.avi files")
     bair = sub.add_parser("bair", help="BAIR robot pushing: the unpacked softmotion30_44k TFRecords")
-    for q in (kth, bair):
-        q.add_argument("--src", required=True, help="folder holding the downloaded, unpacked files")
+    folder = sub.add_parser("folder", help="your own videos: video files, folders of numbered frames, .npy/.npz "
+                                           "arrays, anywhere under --src")
+    for q in (kth, bair, folder):
+        q.formatter_class = _HelpFormatter
+        q.add_argument("--src", required=True, help="folder holding the downloaded, unpacked files (only read)")
         q.add_argument("--out", required=True, help="store folder to create (or resume)")
-    kth.add_argument("--size", type=int, default=64, choices=(64, 128), help="frame size (default 64)")
+        _progress_option(q)
+    for q in (kth, folder):
+        q.add_argument("--size", type=int, default=64, choices=(64, 128), help="frame size")
+    folder.add_argument("--channels", type=int, default=1, choices=(1, 3), help="1: grayscale, 3: RGB")
+    folder.add_argument("--frames-per-clip", type=int, default=20, help="frames per clip (T)")
+    folder.add_argument("--stride", type=int, help="frames between the starts of clips (default: T, back to back)")
+    folder.add_argument("--test-fraction", type=float, default=0.1, help="share of the source files kept for testing")
+    folder.add_argument("--seed", type=int, default=0, help="seed of the train/test split of the source files")
+    folder.add_argument("--overwrite", action="store_true", help="replace a store already at --out")
 
 
 def _prepare(args) -> int:
     from svg_pyro.prepare import prepare_bair, prepare_kth
 
+    progress = _progress(args)
     if args.dataset == "kth":
-        summary = prepare_kth(args.src, args.out, args.size)
+        summary = prepare_kth(args.src, args.out, args.size, progress=progress)
+    elif args.dataset == "bair":
+        summary = prepare_bair(args.src, args.out, progress=progress)
     else:
-        summary = prepare_bair(args.src, args.out)
+        from svg_pyro.folder import prepare_folder
+
+        summary = prepare_folder(args.src, args.out, args.size, args.channels, args.frames_per_clip, args.stride,
+                                 args.test_fraction, args.seed, args.overwrite, progress=progress)
     print(f"{args.dataset}: {len(summary.prepared)} files prepared, {len(summary.skipped)} already in "
           f"the store, {len(summary.failed)} failed -> {args.out}")
     if summary.ignored:

@@ -15,7 +15,7 @@ from svg_pyro.models.likelihoods import LIKELIHOODS, likelihood_scale
 MODELS = ("svg-lp", "svg-fp", "det")
 ELBOS = ("trace", "meanfield", "iwae")
 ARCHS = ("dcgan", "vgg")
-DATASETS = ("smmnist", "kth", "bair")
+DATASETS = ("smmnist", "kth", "bair", "folder")
 VELOCITIES = ("uniform", "nonuniform")
 SKIP_FRAMES = ("last", "second-last", "previous", "none")
 FEEDS = ("true", "own")
@@ -37,7 +37,8 @@ def setting(default, help: str):
 @dataclass
 class Config:
     # data
-    dataset: str = setting("smmnist", "smmnist: Stochastic Moving MNIST; kth, bair: a prepared store (--data-root)")
+    dataset: str = setting("smmnist", "smmnist: Stochastic Moving MNIST; kth, bair, folder (your own videos): a "
+                                      "prepared store (--data-root)")
     num_digits: int = setting(2, "SM-MNIST: digits per video")
     velocity: str = setting("uniform", "SM-MNIST: velocities redrawn at a wall from the 'uniform' set (the "
                                        "reference code) or the 'nonuniform' one (the supplement's study)")
@@ -207,6 +208,11 @@ PRESETS: dict[str, dict] = {
     "kth": dict(dataset="kth", arch="vgg", z_dim=24, beta=1e-6, lr=8e-4, n_past=10, n_future=10),
     "bair": dict(dataset="bair", arch="vgg", channels=3, z_dim=64, beta=1e-4, lr=2e-3,
                  n_past=2, n_future=10),
+    # Your own videos (svg-pyro prepare folder): frame size and channels come from the store. A CPU size
+    # and the reference SVG-LP sizes (meant for a GPU).
+    "folder-cpu": dict(dataset="folder", width=16, g_dim=64, z_dim=10, rnn_size=128, batch_size=16,
+                       n_past=5, n_future=10, steps=3000, log_every=10, checkpoint_every=250, sample_every=500),
+    "folder": dict(dataset="folder", arch="vgg", z_dim=24, n_past=5, n_future=10),
     # Smoke-run sizes of the real-video presets (CPU).
     "kth-cpu": dict(dataset="kth", arch="vgg", width=8, g_dim=32, z_dim=8, rnn_size=64,
                     predictor_layers=1, beta=1e-6, lr=8e-4, batch_size=8, n_past=10, n_future=10,

@@ -39,7 +39,7 @@ from svg_pyro.metrics import METRICS, describe, interval  # noqa: F401 (interval
 from svg_pyro.sampling import BN_MODES, DEFAULT_MAX_BATCH, sample_chunks
 
 # Published test horizons (Denton & Fergus 2018): SM-MNIST 5 -> 25, KTH 10 -> 30, BAIR 2 -> 28.
-DEFAULT_HORIZON = {"smmnist": 25, "kth": 30, "bair": 28}
+DEFAULT_HORIZON = {"smmnist": 25, "kth": 30, "bair": 28, "folder": 10}
 VIDEO_BLOCK = 64  # test videos held in memory at a time
 GRID_VIDEOS = 4  # videos shown in samples.png / samples.gif
 RANDOM_SAMPLES = 2  # samples shown beside the best one (samples are i.i.d.: the first ones)

@@ -18,6 +18,7 @@ prepared, 1 when some failed, 2 on a usage error.
 from __future__ import annotations
 
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,7 @@ def _check_src(src) -> Path:
     return src
 
 
-def _run(writer: StoreWriter, jobs, summary: Summary, desc: str) -> Summary:
+def _run(writer: StoreWriter, jobs, summary: Summary, desc: str, progress: bool = True) -> Summary:
     """jobs: (source key, split, path, reader); reader(path) -> [(metadata, uint8 frames)]."""
     todo = []
     for job in jobs:
@@ -69,11 +70,11 @@ def _run(writer: StoreWriter, jobs, summary: Summary, desc: str) -> Summary:
             summary.skipped.append(job[0])
         else:
             todo.append(job)
-    for key, split, path, reader in tqdm(todo, desc=desc, unit="file", dynamic_ncols=True):
+    for key, split, path, reader in tqdm(todo, desc=desc, unit="file", dynamic_ncols=True, disable=not progress):
         try:
             videos = reader(path)
         except CorruptSource as err:
-            tqdm.write(f"FAILED {key}: {err}")
+            tqdm.write(f"FAILED {key}: {err}", file=sys.stderr)
             summary.failed[key] = str(err)
             writer.fail(key, str(err))
             continue
@@ -129,7 +130,7 @@ def kth_jobs(src: Path, size: int, summary: Summary) -> list:
     return jobs
 
 
-def prepare_kth(src, out, size: int = 64) -> Summary:
+def prepare_kth(src, out, size: int = 64, progress: bool = True) -> Summary:
     src = _check_src(src)
     if size not in (64, 128):
         raise PrepareError(f"--size must be 64 or 128, not {size}")
@@ -141,7 +142,9 @@ def prepare_kth(src, out, size: int = 64) -> Summary:
     if duplicates := sorted(k for k, n in Counter(j[0] for j in jobs).items() if n > 1):
         raise PrepareError(f"--src {src} holds several copies of {duplicates[:3]}; keep one of each")
     writer = StoreWriter(out, "kth", (1, size, size), {"size": size})
-    return _run(writer, jobs, summary, f"KTH {size}x{size}")
+    _run(writer, jobs, summary, f"KTH {size}x{size}", progress)
+    writer.finish()
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,7 +187,7 @@ def bair_root(src: Path) -> Path:
                        "bair_robot_pushing_dataset_v0.tar and pass the folder it created")
 
 
-def prepare_bair(src, out) -> Summary:
+def prepare_bair(src, out, progress: bool = True) -> Summary:
     root = bair_root(_check_src(src))
     summary, jobs = Summary(), []
     for split in ("train", "test"):
@@ -194,7 +197,9 @@ def prepare_bair(src, out) -> Summary:
     if not jobs:
         raise PrepareError(f"no *.tfrecords file under {root}/train or {root}/test")
     writer = StoreWriter(out, "bair", (3, 64, 64), {})
-    return _run(writer, jobs, summary, "BAIR")
+    _run(writer, jobs, summary, "BAIR", progress)
+    writer.finish()
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Prepared KTH and BAIR videos: the on-disk store, its writer, and the datasets read from it.
+"""Prepared videos (KTH, BAIR, a folder of your own): the on-disk store, its writer, and the datasets read from it.
 
 A store is one directory written by ``svg-pyro prepare``::
 
@@ -20,8 +20,8 @@ it stopped (anything past the committed length is cut off) without a second copy
 Datasets: ``dataset[i]`` is a float32 tensor (T, C, H, W) in [0, 1] and a pure function of ``i``.
 The training set enumerates every crop of T consecutive frames of every training video (index ->
 absolute first frame), so drawing indices uniformly is drawing crops uniformly. The test sets are
-fixed: KTH, 1,000 clips of 40 frames drawn with a fixed seed from the test persons (21-25); BAIR,
-every test video from frame 0.
+fixed: KTH, 1,000 clips of 40 frames drawn with a fixed seed from the test persons (21-25); BAIR
+and a prepared folder, every test video (clip) from frame 0.
 """
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ KTH_TEST_SEED = 0
 PREPARE_HINT = {
     "kth": "svg-pyro prepare kth --src KTH_AVI_DIR --out STORE_DIR",
     "bair": "svg-pyro prepare bair --src BAIR_DIR --out STORE_DIR",
+    "folder": "svg-pyro prepare folder --src YOUR_VIDEOS --out STORE_DIR",
 }
 
 
@@ -86,6 +87,9 @@ def read_manifest(root, dataset: str) -> dict:
     if manifest["dataset"] != dataset:
         raise StoreError(f"{root} holds a {manifest['dataset']} store but the dataset is {dataset!r}; "
                          "point data_root at the matching store or change the dataset/preset")
+    if manifest.get("complete") is False:  # stores made before the flag existed are whole
+        raise StoreError(f"the store {root} is unfinished: its preparation stopped before the end; run the "
+                         f"same `svg-pyro prepare` command again to finish it ({hint})")
     frame_bytes = int(np.prod(manifest["frame_shape"]))
     for split in SPLITS:
         frames = manifest["splits"][split]["frames"]
@@ -189,15 +193,17 @@ def kth_test_clips(root, manifest: dict, length: int) -> VideoClips:
                       starts, length, videos, clip_video)
 
 
-def bair_test_clips(root, manifest: dict, length: int) -> VideoClips:
-    """The BAIR test set: every test video (256 in the published data), frames 0..length-1."""
+def first_frames_test_clips(root, manifest: dict, length: int) -> VideoClips:
+    """Every test video (BAIR: 256 in the published data; a prepared folder: every test clip), frames
+    0..length-1."""
     videos = store_videos(manifest, "test")
     if not videos:
-        raise StoreError(f"the store {root} has no test video; prepare it from a --src that holds "
-                         "softmotion30_44k/test/*.tfrecords")
+        where = ("a --src that holds softmotion30_44k/test/*.tfrecords" if manifest["dataset"] == "bair"
+                 else "more than one source file (test clips come from their own files), or a --test-fraction above 0")
+        raise StoreError(f"the store {root} has no test video; prepare it from {where}")
     short = [v["name"] for v in videos if v["length"] < length]
     if short:
-        raise StoreError(f"BAIR test videos have {min(v['length'] for v in videos)} frames but "
+        raise StoreError(f"the test videos have {min(v['length'] for v in videos)} frames but "
                          f"{length} were asked for (videos {short[:3]}...); lower n_past/n_future "
                          "or the evaluation horizon")
     return VideoClips(root, "test", manifest["frame_shape"], manifest["splits"]["test"]["frames"],
@@ -209,16 +215,17 @@ def store_datasets(config, train_len: int, test_len: int):
     manifest = read_manifest(config.data_root, config.dataset)
     channels, height, width = manifest["frame_shape"]
     if channels != config.channels:
+        fix = f"train with --channels {channels}" if config.dataset == "folder" else f"use the {config.dataset} presets"
         raise StoreError(f"the {config.dataset} store {config.data_root} has {channels} channel(s) but "
-                         f"config.channels is {config.channels}; use the {config.dataset} presets")
+                         f"config.channels is {config.channels}; {fix}")
     if (height, width) != (config.image_size, config.image_size):
-        fix = ("prepare a store with --size " + str(config.image_size) if config.dataset == "kth"
-               else "BAIR frames are 64x64: set image_size=64")
+        fix = {"kth": f"prepare a store with --size {config.image_size}", "bair": "BAIR frames are 64x64: set image_size=64",
+               "folder": f"train with --image-size {height}"}[config.dataset]
         raise StoreError(f"the store {config.data_root} holds {height}x{width} frames but "
                          f"config.image_size is {config.image_size}; {fix}")
     root = Path(config.data_root)
     train = training_clips(root, manifest, train_len)
-    test = (kth_test_clips if config.dataset == "kth" else bair_test_clips)(root, manifest, test_len)
+    test = (kth_test_clips if config.dataset == "kth" else first_frames_test_clips)(root, manifest, test_len)
     return train, test
 
 
@@ -261,6 +268,7 @@ class StoreWriter:
             with open(split_path(self.root, split), "ab") as f:
                 f.truncate(self.manifest["splits"][split]["frames"] * self.frame_bytes)
         self.manifest["failed"] = {}  # failures are those of the latest run
+        self.manifest["complete"] = False  # until this run has tried every source (``finish``)
         self._commit()
 
     def done(self, source: str) -> bool:
@@ -283,6 +291,12 @@ class StoreWriter:
         self.manifest["splits"][split]["frames"] = start
         self.manifest["sources"][source] = {"split": split, "videos": entries}
         self.manifest["failed"].pop(source, None)
+        self._commit()
+
+    def finish(self) -> None:
+        """Mark the store prepared: every source was tried (a stopped run leaves it unfinished, and
+        training refuses it until the same command has run to the end)."""
+        self.manifest["complete"] = True
         self._commit()
 
     def fail(self, source: str, reason: str) -> None:

@@ -364,7 +364,7 @@ def test_bair_frames_match_the_records(bair):
     assert {train.clip_info(i)["first_frame"] for i in range(len(train))} == set(range(19))
     _, full = make_datasets(preset("bair-cpu", data_root=str(store)), (12, 30))
     assert full[3].shape == (30, 3, 64, 64)
-    with pytest.raises(ValueError, match="BAIR test videos have 30 frames but 31"):
+    with pytest.raises(ValueError, match="the test videos have 30 frames but 31"):
         make_datasets(preset("bair-cpu", data_root=str(store)), (12, 31))
 
 
