@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from svg_pyro.errors import InvalidInput
-from svg_pyro.prepare import CorruptSource, PrepareError, Summary, _check_src, _run
+from svg_pyro.prepare import CorruptSource, PrepareError, Summary, _check_src, _run, decode_video
 from svg_pyro.video_store import MANIFEST, StoreWriter
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".webm", ".mkv", ".m4v", ".mpg", ".mpeg", ".gif")
@@ -76,28 +76,6 @@ def _to_uint8(array: np.ndarray, where: str) -> np.ndarray:
             raise CorruptSource(f"{where}: float values must lie in [0, 1]")
         return (array * 255 + 0.5).astype(np.uint8)
     raise CorruptSource(f"{where}: {array.dtype} values; give uint8 (0-255) or floats in [0, 1]")
-
-
-def decode_video(path: Path) -> list[np.ndarray]:
-    """Every frame of a video file PyAV decodes, as RGB uint8 (H, W, 3)."""
-    import av
-
-    av.logging.set_level(None)  # failures are reported by file name instead
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise CorruptSource("no video stream")
-            stream = container.streams.video[0]
-            declared = stream.frames
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-    except av.error.FFmpegError as err:
-        raise CorruptSource(f"FFmpeg cannot decode it ({err})") from err
-    if not frames:
-        raise CorruptSource("no frame could be decoded (empty or not a video)")
-    if declared and len(frames) < declared:
-        raise CorruptSource(f"only {len(frames)} of the {declared} frames its header declares could be decoded "
-                            "(truncated or damaged file)")
-    return frames
 
 
 def read_frame_folder(path: Path) -> list[np.ndarray]:
@@ -185,7 +163,8 @@ def prepare_folder(src, out, size: int = 64, channels: int = 1, frames_per_clip:
 
     def reader(kind: str, path: Path, key: str):
         def read(_):
-            videos = ({"video": lambda: [decode_video(path)], "frames": lambda: [read_frame_folder(path)],
+            videos = ({"video": lambda: [decode_video(path, lambda f: f.to_ndarray(format="rgb24"))],
+                       "frames": lambda: [read_frame_folder(path)],
                        "array": lambda: read_arrays(path)}[kind])()
             clips = []
             for v, frames in enumerate(videos):

@@ -87,8 +87,9 @@ def _run(writer: StoreWriter, jobs, summary: Summary, desc: str, progress: bool 
 # KTH
 
 
-def decode_kth_video(path: Path, size: int) -> np.ndarray:
-    """All frames of one KTH AVI as uint8 (T, 1, size, size), grayscale, area-resized."""
+def decode_video(path: Path, convert) -> list[np.ndarray]:
+    """Every frame of a video file PyAV decodes, each through ``convert`` (a PyAV frame -> array);
+    an unreadable or truncated file is a ``CorruptSource`` naming why."""
     import av  # PyAV; imported here so BAIR preparation does not need it
 
     av.logging.set_level(None)  # errors are reported below, by file name
@@ -98,16 +99,21 @@ def decode_kth_video(path: Path, size: int) -> np.ndarray:
                 raise CorruptSource("no video stream")
             stream = container.streams.video[0]
             declared = stream.frames
-            frames = [frame.reformat(width=size, height=size, format="gray",
-                                     interpolation="AREA").to_ndarray()
-                      for frame in container.decode(stream)]
+            frames = [convert(frame) for frame in container.decode(stream)]
     except av.error.FFmpegError as err:
         raise CorruptSource(f"FFmpeg cannot decode it ({err})") from err
     if not frames:
-        raise CorruptSource("no frame could be decoded")
+        raise CorruptSource("no frame could be decoded (empty or not a video)")
     if declared and len(frames) < declared:
         raise CorruptSource(f"only {len(frames)} of the {declared} frames its header declares could be "
                             "decoded (truncated or damaged file); download it again")
+    return frames
+
+
+def decode_kth_video(path: Path, size: int) -> np.ndarray:
+    """All frames of one KTH AVI as uint8 (T, 1, size, size), grayscale, area-resized."""
+    frames = decode_video(path, lambda frame: frame.reformat(width=size, height=size, format="gray",
+                                                              interpolation="AREA").to_ndarray())
     return np.stack(frames)[:, None]
 
 
