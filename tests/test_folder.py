@@ -1,6 +1,6 @@
-"""Your own videos: `svg-pyro prepare folder` on real files made here (PyAV-encoded mp4 and avi, a
-folder of PNG frames, .npy arrays), checked frame by frame against the sources, then trained on,
-resumed, evaluated and sampled."""
+"""Your own videos: `svg-pyro prepare folder` on real files made here (PyAV-encoded MPEG-4 and H.264
+mp4, an MJPEG avi, a folder of PNG frames, .npy arrays), checked frame by frame against the sources,
+then trained on, resumed, evaluated and sampled."""
 import json
 
 import numpy as np
@@ -50,6 +50,7 @@ def store_frames(store, split: str) -> np.ndarray:
 def sources(tmp_path_factory):
     src = tmp_path_factory.mktemp("videos")
     write_video(src / "street.mp4", moving_square(72, 96), "mpeg4")  # 4:3, centre-cropped to 72x72
+    write_video(src / "phone.mp4", moving_square(64, 64, shift=2), "libx264")  # H.264
     (src / "lab").mkdir()
     write_video(src / "lab" / "camera.avi", moving_square(64, 64, shift=5), "mjpeg")
     (src / "frames").mkdir()
@@ -64,13 +65,13 @@ def test_prepare_keeps_the_source_frames_and_splits_by_file(sources, tmp_path, c
     before = sorted((p.relative_to(sources), p.stat().st_size, p.stat().st_mtime) for p in sources.rglob("*"))
     assert run_subcommand("prepare", ["folder", "--src", str(sources), "--out", str(store), "--frames-per-clip", "8",
                                       "--test-fraction", "0.5", "--no-progress"]) == 0
-    assert "4 files prepared" in capsys.readouterr().out
+    assert "5 files prepared" in capsys.readouterr().out
     assert sorted((p.relative_to(sources), p.stat().st_size, p.stat().st_mtime) for p in sources.rglob("*")) == before
     manifest = json.loads((store / MANIFEST).read_text())
     assert manifest["complete"] and manifest["frame_shape"] == [1, 64, 64]
     splits = {key: s["split"] for key, s in manifest["sources"].items()}
-    assert sorted(splits) == ["arrays.npy", "frames", "lab/camera.avi", "street.mp4"]
-    assert sorted(splits.values()) == ["test", "test", "train", "train"]  # by file: no clip in both
+    assert sorted(splits) == ["arrays.npy", "frames", "lab/camera.avi", "phone.mp4", "street.mp4"]
+    assert sorted(splits.values()) == ["test", "test", "train", "train", "train"]  # by file: no clip in both
     frames = {split: store_frames(store, split)[0] for split in ("train", "test")}
 
     def clips(key):
@@ -89,6 +90,8 @@ def test_prepare_keeps_the_source_frames_and_splits_by_file(sources, tmp_path, c
     # lossy codecs, within their loss; the 4:3 video loses 12 columns each side and is area-resized
     got, _ = clips("lab/camera.avi")
     assert np.abs(np.concatenate(got).astype(int) - moving_square(64, 64, shift=5)).mean() < 4
+    got, _ = clips("phone.mp4")
+    assert np.abs(np.concatenate(got).astype(int) - moving_square(64, 64, shift=2)).mean() < 4
     got, _ = clips("street.mp4")
     square = moving_square(72, 96)[:, :, 12:84]
     resized = np.stack([np.asarray(Image.fromarray(f).resize((64, 64), Image.Resampling.BOX)) for f in square])
