@@ -52,10 +52,9 @@ from svg_pyro import arviz_data
 from svg_pyro.bounds import heldout_kl
 from svg_pyro.checkpoint import load_model, resolve_checkpoint
 from svg_pyro.datasets import make_datasets, stack_videos
-from svg_pyro.eval_plots import plot_kl_steps
+from svg_pyro.eval_plots import plot_kl_steps, plot_per_step
 from svg_pyro.evaluate import DEFAULT_HORIZON, evaluate, markdown_table
-from svg_pyro.eval_plots import plot_per_step
-from svg_pyro.models.priors import fixed_prior, learned_prior_of, swap_prior
+from svg_pyro.models.priors import fixed_prior, swap_prior
 
 
 def path(variable, default):
