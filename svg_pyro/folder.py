@@ -113,6 +113,16 @@ def read_arrays(path: Path) -> list[list[np.ndarray]]:
     return videos
 
 
+def read_source(kind: str, path: Path) -> list[list[np.ndarray]]:
+    """The videos of one source (a list of frames each): one for a video file or a frame folder,
+    N for an array file."""
+    if kind == "video":
+        return [decode_video(path, lambda frame: frame.to_ndarray(format="rgb24"))]
+    if kind == "frames":
+        return [read_frame_folder(path)]
+    return read_arrays(path)
+
+
 def cut_clips(frames: np.ndarray, length: int, stride: int) -> list[tuple[int, np.ndarray]]:
     """(first frame, clip) of every clip of ``length`` frames starting every ``stride`` frames."""
     return [(start, frames[start:start + length]) for start in range(0, len(frames) - length + 1, stride)]
@@ -163,9 +173,7 @@ def prepare_folder(src, out, size: int = 64, channels: int = 1, frames_per_clip:
 
     def reader(kind: str, path: Path, key: str):
         def read(_):
-            videos = ({"video": lambda: [decode_video(path, lambda f: f.to_ndarray(format="rgb24"))],
-                       "frames": lambda: [read_frame_folder(path)],
-                       "array": lambda: read_arrays(path)}[kind])()
+            videos = read_source(kind, path)
             clips = []
             for v, frames in enumerate(videos):
                 frames = np.stack([square_frame(f, size, channels) for f in frames])

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from svg_pyro.config import check_same_data
 from svg_pyro.displacements import (crop, displacement_histogram, displacements, embed, first_random_step,
                                      grid_radius, total_variation, wasserstein)
 from svg_pyro.errors import InvalidInput
@@ -147,10 +148,10 @@ def load_models(checkpoint, fp_checkpoint=None, det_checkpoint=None, device: str
     base = next(iter(models.values()))["config"]
     for name, m in models.items():
         c = m["config"]
-        for field in ("velocity", "deterministic", "image_size", "n_past"):
-            if getattr(c, field) != getattr(base, field):
-                raise InvalidInput(f"the {name} checkpoint has {field}={getattr(c, field)!r} but the first "
-                                   f"has {getattr(base, field)!r}; compare models trained on the same data")
+        check_same_data(base, c, m["path"], f"the {name} checkpoint")
+        if c.n_past != base.n_past:
+            raise InvalidInput(f"the {name} checkpoint has n_past={c.n_past} but the first has {base.n_past}; "
+                               "compare models conditioned on the same frames")
     return models
 
 
