@@ -21,24 +21,24 @@ import time
 import pyro
 import torch
 
-from svg_pyro.build import build_model, compile_networks
 from svg_pyro.config import preset
-from svg_pyro.datasets import make_datasets, training_batch
-from svg_pyro.distributed import World
-from svg_pyro.objective import training_objective
-from svg_pyro.train import training_step
+from svg_pyro.data.datasets import make_datasets, training_batch
+from svg_pyro.models.build import build_model, compile_networks
+from svg_pyro.training.distributed import World
+from svg_pyro.training.objective import training_objective
+from svg_pyro.training.train import training_step
 
 
-def one_step(svg, guide, config, batch, seed: int):
+def one_step(svg, config, batch, seed: int):
     """Loss and gradients of one training step from the current weights (the optimizer not stepped)."""
-    objective = training_objective(svg, guide, config.elbo)
+    objective = training_objective(svg, config.elbo)
     pyro.set_rng_seed(seed)
-    svg.zero_grad(), guide.zero_grad()
+    svg.zero_grad()
     with svg.share_encodings():
         loss = objective(batch, config.n_past)
     loss.backward()
-    grads = [p.grad.clone() for p in list(svg.parameters()) + list(guide.parameters())]
-    svg.zero_grad(), guide.zero_grad()
+    grads = [p.grad.clone() for p in svg.parameters()]
+    svg.zero_grad()
     return loss.detach(), grads
 
 
@@ -55,16 +55,15 @@ def main() -> None:
     pyro.set_rng_seed(0)
     eager = build_model(config)
     compiled = copy.deepcopy(eager)
-    for svg, guide in (eager, compiled):
-        svg.train(), guide.train()
+    eager.train(), compiled.train()
     train_set, _ = make_datasets(config)
     batch = training_batch(train_set, config.seed, 0, config.batch_size)
 
     tick = time.perf_counter()
-    compile_networks(*compiled, mode=args.mode)
-    loss_c, grads_c = one_step(*compiled, config, batch, seed=1)  # compiles here
+    compile_networks(compiled, mode=args.mode)
+    loss_c, grads_c = one_step(compiled, config, batch, seed=1)  # compiles here
     compile_seconds = time.perf_counter() - tick
-    loss_e, grads_e = one_step(*eager, config, batch, seed=1)
+    loss_e, grads_e = one_step(eager, config, batch, seed=1)
     # relative to the whole gradient's norm: the biases of convolutions followed by BatchNorm have a
     # gradient of exactly zero in exact arithmetic, so their float values are rounding noise
     difference = torch.cat([(a - b).flatten() for a, b in zip(grads_c, grads_e)]).norm()
@@ -73,8 +72,8 @@ def main() -> None:
           f"{abs(loss_c.item() / loss_e.item() - 1):.2e}); gradients: |compiled - eager| / |eager| = {difference:.2e}")
 
     steppers = {}
-    for name, (svg, guide) in (("eager", eager), ("compiled", compiled)):
-        objective = training_objective(svg, guide, config.elbo)
+    for name, svg in (("eager", eager), ("compiled", compiled)):
+        objective = training_objective(svg, config.elbo)
         optimizer = torch.optim.Adam(objective.parameters(), lr=config.lr)
         steppers[name] = (objective, optimizer, svg)
     times = {name: [] for name in steppers}

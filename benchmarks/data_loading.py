@@ -14,7 +14,7 @@ import statistics
 import time
 
 from svg_pyro.config import preset
-from svg_pyro.datasets import make_datasets, training_batches
+from svg_pyro.data.datasets import make_datasets, training_batches
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 FRAMES = 40
 
 
@@ -48,7 +49,7 @@ def main() -> None:
             src, out = Path(tmp) / "src", Path(tmp) / "store"
             src.mkdir()
             write_sources(src, count)
-            code = ("import resource, sys; from svg_pyro.folder import prepare_folder; "
+            code = ("import resource, sys; from svg_pyro.data.folder import prepare_folder; "
                     f"prepare_folder({str(src)!r}, {str(out)!r}, frames_per_clip=20, progress=False); "
                     "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
             tick = time.perf_counter()

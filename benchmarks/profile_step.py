@@ -4,7 +4,7 @@
     python benchmarks/profile_step.py --preset tiny --device cpu    # the host-read count alone
 
 Host reads: calls of ``Tensor.item``, ``tolist``, ``__float__`` and ``__bool__`` during
-``svg_pyro.train.training_step`` (torch.optim's own, on its host-side step counters, left out), as the
+``svg_pyro.training.train.training_step`` (torch.optim's own, on its host-side step counters, left out), as the
 training loop runs it (Pyro's validation off) on a batch already on the device; on a GPU each is a
 wait for the device. On CUDA also: the synchronisations torch's sync debug mode reports, and the
 share of the step's wall time the GPU spends in kernels (torch.profiler). Prints a Markdown table.
@@ -19,13 +19,13 @@ import warnings
 import pyro
 import torch
 
-from svg_pyro.build import build_model
-from svg_pyro.distributed import resolve_device
 from svg_pyro.config import preset
-from svg_pyro.datasets import make_datasets, training_batch
-from svg_pyro.distributed import World
-from svg_pyro.objective import training_objective
-from svg_pyro.train import training_step
+from svg_pyro.data.datasets import make_datasets, training_batch
+from svg_pyro.devices import resolve_device
+from svg_pyro.models.build import build_model
+from svg_pyro.training.distributed import World
+from svg_pyro.training.objective import training_objective
+from svg_pyro.training.train import training_step
 
 
 def count_host_reads(step, steps: int) -> int:
@@ -89,11 +89,10 @@ def main() -> None:
     device = resolve_device(args.device)
     config = preset(args.preset, **({"batch_size": args.batch_size} if args.batch_size else {}))
     pyro.set_rng_seed(0)
-    svg, guide = build_model(config)
+    svg = build_model(config)
     svg.to(device).train()
-    guide.to(device).train()
-    objective = training_objective(svg, guide, config.elbo)
-    optimizer = torch.optim.Adam(list(svg.parameters()) + list(guide.parameters()), lr=config.lr)
+    objective = training_objective(svg, config.elbo)
+    optimizer = torch.optim.Adam(list(svg.parameters()), lr=config.lr)
     batch = training_batch(make_datasets(config)[0], 0, 0, config.batch_size).to(device)
 
     def step():

@@ -1,4 +1,4 @@
-"""Sampling speed: ``svg_pyro.sampling.generate`` against the reference procedure, interleaved.
+"""Sampling speed: ``svg_pyro.inference.sampling.generate`` against the reference procedure, interleaved.
 
     python benchmarks/sampling.py --preset smmnist-cpu --videos 16 --samples 20 --horizon 25
     python benchmarks/sampling.py --preset smmnist --device cuda    # reference nets, on a GPU
@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import pyro
 import torch
 
-from svg_pyro.build import build_model
-from svg_pyro.distributed import resolve_device
 from svg_pyro.config import PRESETS, preset
-from svg_pyro.datasets import make_datasets, stack_videos
-from svg_pyro.reference import reference_generate
-from svg_pyro.sampling import generate
+from svg_pyro.data.datasets import make_datasets, stack_videos
+from svg_pyro.devices import resolve_device
+from svg_pyro.models.build import build_model
+from svg_pyro.inference.sampling import generate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests/reference.py
+from tests.reference import reference_generate  # noqa: E402
 
 
 def main() -> None:
@@ -39,14 +43,13 @@ def main() -> None:
     device = resolve_device(args.device)
     config = preset(args.preset, model="svg-lp")
     pyro.set_rng_seed(0)
-    svg, guide = build_model(config)
+    svg = build_model(config)
     svg.to(device).eval()
-    guide.to(device).eval()
     _, test_set = make_datasets(config, split_lengths=(config.frames_per_video, config.n_past))
     videos = stack_videos(test_set, args.videos).to(device)
     n_frames = config.n_past + args.horizon
-    runs = {"reference procedure": lambda: reference_generate(svg, guide, videos, config.n_past, n_frames, args.samples),
-            "generate": lambda: generate(svg, guide, videos, config.n_past, n_frames, args.samples)}
+    runs = {"reference procedure": lambda: reference_generate(svg, videos, config.n_past, n_frames, args.samples),
+            "generate": lambda: generate(svg, videos, config.n_past, n_frames, args.samples)}
     times = {k: [] for k in runs}
     for i in range(args.repeats + 1):
         for label, fn in runs.items():

@@ -3,7 +3,7 @@
     python benchmarks/sequence_length.py --preset smmnist-cpu --lengths 10 20 40 --rounds 2
 
 Each (T, round) runs in a fresh process: the preset with n_past = 5 and n_future = T - 5, one
-warm-up step, then ``--repeats`` timed training steps (``svg_pyro.train.training_step``). Peak
+warm-up step, then ``--repeats`` timed training steps (``svg_pyro.training.train.training_step``). Peak
 memory is the process's peak resident set during the steps minus its size before them. Both are
 divided by T: a training step whose cost is linear in T shows flat columns. Prints a Markdown table.
 """
@@ -27,18 +27,18 @@ def measure(name: str, length: int, repeats: int) -> dict:
     import pyro
     import torch
 
-    from svg_pyro.build import build_model
     from svg_pyro.config import preset
-    from svg_pyro.datasets import make_datasets, training_batch
-    from svg_pyro.distributed import World
-    from svg_pyro.objective import training_objective
-    from svg_pyro.train import training_step
+    from svg_pyro.data.datasets import make_datasets, training_batch
+    from svg_pyro.models.build import build_model
+    from svg_pyro.training.distributed import World
+    from svg_pyro.training.objective import training_objective
+    from svg_pyro.training.train import training_step
 
     config = preset(name, n_past=5, n_future=length - 5)
     pyro.set_rng_seed(0)
-    svg, guide = build_model(config)
-    objective = training_objective(svg, guide, config.elbo)
-    optimizer = torch.optim.Adam(list(svg.parameters()) + list(guide.parameters()), lr=config.lr)
+    svg = build_model(config)
+    objective = training_objective(svg, config.elbo)
+    optimizer = torch.optim.Adam(list(svg.parameters()), lr=config.lr)
     batch = training_batch(make_datasets(config)[0], 0, 0, config.batch_size)
     before = _rss_mib()
     times = []

@@ -1,8 +1,8 @@
 """Time one training step as ``svi_train.py`` takes it (Pyro's Trace_ELBO or TraceMeanField_ELBO
-as a module, stepped by torch's Adam: ``svg_pyro.train.training_step``) vs the same -ELBO as a
+as a module, stepped by torch's Adam: ``svg_pyro.training.train.training_step``) vs the same -ELBO as a
 plain-torch loss, and vs the reference procedure (the published training step transcribed in plain
 torch: each frame encoded per step, twice, one decoder call per step over concatenated skips;
-``svg_pyro.reference.reference_step_loss``), on copies of the same
+``tests.reference.reference_step_loss``), on copies of the same
 networks, with the same optimizer and batch. Prints a
 Markdown table: "x plain torch" is the Pyro overhead, "x reference" the time against the reference
 procedure (below 1 is faster).
@@ -25,21 +25,25 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import pyro
 import torch
 from pyro.infer import SVI
 
-from svg_pyro.build import build_model
-from svg_pyro.distributed import resolve_device
 from svg_pyro.config import Config, preset
-from svg_pyro.datasets import make_datasets, training_batch
-from svg_pyro.distributed import World
-from svg_pyro.objective import make_elbo
-from svg_pyro.reference import plain_negative_elbo, reference_step_loss
-from svg_pyro.objective import training_objective
-from svg_pyro.train import training_step
+from svg_pyro.data.datasets import make_datasets, training_batch
+from svg_pyro.devices import resolve_device
+from svg_pyro.models.build import build_model
+from svg_pyro.training.distributed import World
+from svg_pyro.training.objective import make_elbo
+from svg_pyro.training.objective import training_objective
+from svg_pyro.training.train import training_step
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests/reference.py
+from tests.reference import plain_negative_elbo, reference_step_loss  # noqa: E402
 
 
 def _sync(device):
@@ -66,14 +70,13 @@ def bench(name: str, device: torch.device, repeats: int, warmup: int, batch_size
     config = parse_preset(name, batch_size)
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
-    svg, guide = build_model(config)
+    svg = build_model(config)
     svg.to(device).train()
-    guide.to(device).train()
     train_set, _ = make_datasets(config)
     batch = training_batch(train_set, 0, 0, config.batch_size).to(device)
 
-    objectives = {e: training_objective(svg, guide, e) for e in ("trace", "meanfield")}
-    params = list(svg.parameters()) + list(guide.parameters())
+    objectives = {e: training_objective(svg, e) for e in ("trace", "meanfield")}
+    params = list(svg.parameters())
     torch_opt = torch.optim.Adam(params, lr=config.lr)
 
     def pyro_step(elbo):
@@ -85,18 +88,18 @@ def bench(name: str, device: torch.device, repeats: int, warmup: int, batch_size
     def torch_step():
         torch_opt.zero_grad()
         with autocast():
-            loss = plain_negative_elbo(svg, guide, batch, config.n_past)
+            loss = plain_negative_elbo(svg, batch, config.n_past)
         loss.backward()
         torch_opt.step()
 
     # the reference procedure on its own copy of the networks (the same initial weights)
-    ref_svg, ref_guide = copy.deepcopy(svg), copy.deepcopy(guide)
-    ref_opt = torch.optim.Adam(list(ref_svg.parameters()) + list(ref_guide.parameters()), lr=config.lr)
+    ref_svg = copy.deepcopy(svg)
+    ref_opt = torch.optim.Adam(ref_svg.parameters(), lr=config.lr)
 
     def reference_step():
         ref_opt.zero_grad()
         with autocast():
-            loss = reference_step_loss(ref_svg, ref_guide, batch, config.n_past, config.beta)[0]
+            loss = reference_step_loss(ref_svg, batch, config.n_past, config.beta)[0]
         loss.backward()
         ref_opt.step()
 
@@ -105,7 +108,7 @@ def bench(name: str, device: torch.device, repeats: int, warmup: int, batch_size
     if config.model == "svg-lp":
         steps["reference procedure"] = reference_step
     if with_svi:  # the loop before data-parallel training: SVI.step with one pyro.optim per parameter
-        svi = SVI(svg.model, guide, pyro.optim.Adam({"lr": config.lr}), make_elbo("meanfield"))
+        svi = SVI(svg.model, svg.guide, pyro.optim.Adam({"lr": config.lr}), make_elbo("meanfield"))
 
         def svi_step():
             with svg.share_encodings():

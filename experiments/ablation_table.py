@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from svg_pyro.kl_curves import read_metrics
+from svg_pyro.evaluation.kl_curves import read_metrics
+
 
 SHOWN = ("n_future", "elbo", "skip_frame", "g_dim", "rnn_size", "seed")
 

@@ -17,20 +17,20 @@ import argparse
 import pyro
 import torch
 
-from svg_pyro.build import build_model
 from svg_pyro.checkpoint import load_model
 from svg_pyro.config import preset
-from svg_pyro.datasets import make_datasets, training_batch
-from svg_pyro.objective import make_elbo
+from svg_pyro.data.datasets import make_datasets, training_batch
+from svg_pyro.models.build import build_model
+from svg_pyro.training.objective import make_elbo
 
 
-def gradient_draws(svg, guide, batch, n_past, elbo_name, draws):
+def gradient_draws(svg, batch, n_past, elbo_name, draws):
     elbo = make_elbo(elbo_name)
-    head = guide.net.mu.weight
+    head = svg.posterior.net.mu.weight
     grads = []
     for _ in range(draws):
         with svg.share_encodings():
-            loss = elbo.differentiable_loss(svg.model, guide, batch, n_past)
+            loss = elbo.differentiable_loss(svg.model, svg.guide, batch, n_past)
         (g,) = torch.autograd.grad(loss, head)
         grads.append(g.flatten())
     return torch.stack(grads)
@@ -46,19 +46,19 @@ def main():
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     if args.checkpoint:
-        config, svg, guide, step = load_model(args.checkpoint)
+        config, svg, step = load_model(args.checkpoint)
         where = f"{args.checkpoint} (step {step})"
     else:
         config = preset(args.preset)
-        svg, guide = build_model(config)
+        svg = build_model(config)
         where = f"initial weights of {args.preset}"
-    svg.train(), guide.train()
+    svg.train()
     batch = training_batch(make_datasets(config)[0], 0, args.step, config.batch_size)
     print(f"{where}; batch {args.step}; gradient of -ELBO in the posterior's mu head; {args.draws} z draws")
     print("| ELBO | mean gradient norm (signal) | rms deviation of one draw (noise) | signal / noise |")
     print("|---|---|---|---|")
     for name, label in (("trace", "Trace_ELBO (sampled KL)"), ("meanfield", "TraceMeanField_ELBO (analytic KL)")):
-        g = gradient_draws(svg, guide, batch, config.n_past, name, args.draws)
+        g = gradient_draws(svg, batch, config.n_past, name, args.draws)
         signal = g.mean(0).norm().item()
         noise = (g - g.mean(0)).pow(2).sum(1).mean().sqrt().item()
         print(f"| {label} | {signal:.4g} | {noise:.4g} | {signal / noise:.3g} |", flush=True)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from recipe import PROBES_AVERAGED, last_probes, read_rows, step_minutes
 
+
 BASE = ["--preset", "smmnist-1digit-cpu", "--sample-every", "250", "--checkpoint-every", "500"]
 PROBE_HORIZONS = (5, 10)  # predicted steps of the final model's motion probe
 EVALUATE = ["--videos", "64", "--samples", "20", "--horizon", "10", "--bound-particles", "1", "10", "100"]
@@ -77,12 +78,12 @@ def final_probe(checkpoint: Path, horizon: int, videos: int = 64) -> dict:
     """The motion probe of the trained model over ``horizon`` predicted steps of ``videos`` test
     videos: the same footing for arms trained on other horizons, and less noise than one training probe."""
     from svg_pyro.checkpoint import load_model
-    from svg_pyro.datasets import make_datasets
-    from svg_pyro.motion import MotionProbe
+    from svg_pyro.data.datasets import make_datasets
+    from svg_pyro.evaluation.motion import MotionProbe
 
-    config, svg, guide, _ = load_model(checkpoint)
+    config, svg, _ = load_model(checkpoint)
     test = make_datasets(config, split_lengths=(config.frames_per_video, config.n_past + horizon))[1]
-    return MotionProbe(test, config.n_past, videos)(svg, guide)
+    return MotionProbe(test, config.n_past, videos)(svg)
 
 
 def per_horizon(probes, key: str) -> str:
@@ -140,19 +141,19 @@ def figure(root: Path, out: Path, videos=(2, 3), names=None) -> None:
     import torch
 
     from svg_pyro.checkpoint import load_model
-    from svg_pyro.datasets import make_datasets
-    from svg_pyro.sampling import generate
+    from svg_pyro.data.datasets import make_datasets
+    from svg_pyro.inference.sampling import generate
 
     names = [name for name in names or ARMS if (root / name / "checkpoint.pt").exists()]
-    models = {name: load_model(root / name / "checkpoint.pt")[:3] for name in names}
-    horizon = min(config.n_future for config, _, _ in models.values())  # the shortest trained horizon
+    models = {name: load_model(root / name / "checkpoint.pt")[:2] for name in names}
+    horizon = min(config.n_future for config, _ in models.values())  # the shortest trained horizon
     rows = []
-    for name, (config, svg, guide) in models.items():
+    for name, (config, svg) in models.items():
         test = make_datasets(config)[1]
         truth = torch.stack([test[i][: config.n_past + horizon] for i in videos])
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            frames = generate(svg, guide, truth[:, : config.n_past], config.n_past, config.n_past + horizon)[0]
+            frames = generate(svg, truth[:, : config.n_past], config.n_past, config.n_past + horizon)[0]
         rows.append((name, frames))
     n_past = config.n_past
     lines = [line for i, v in enumerate(videos)

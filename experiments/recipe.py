@@ -1,7 +1,7 @@
 """Which training settings learn SM-MNIST dynamics fastest per CPU-minute? One change at a time.
 
 Every arm is the 1-digit non-uniform CPU preset (SVG-LP unless it says otherwise) with one setting
-changed, trained on the same seed; the motion probe (``svg_pyro.motion``) scores it every 250 steps.
+changed, trained on the same seed; the motion probe (``svg_pyro.evaluation.motion``) scores it every 250 steps.
 Arms whose steps cost less run more of them, so that all get about the same training time.
 
     python experiments/recipe.py run [ARM ...] [--root runs/recipe]   # trains the arms not yet trained
@@ -20,6 +20,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
 
 PROBES_AVERAGED = 3  # the probe is noisy from one interval to the next: the table averages the last three
 # the preset as it was when the screen ran (it has since taken batch 8, this screen's result)
@@ -113,8 +114,8 @@ def table(root: Path, minutes: float | None) -> str:
 
 
 def plot(root: Path, names, out: Path) -> None:
-    """The arms' curves (svg_pyro.kl_curves) against steps x each arm's median step time."""
-    from svg_pyro.kl_curves import plot_kl_curves
+    """The arms' curves (svg_pyro.evaluation.kl_curves) against steps x each arm's median step time."""
+    from svg_pyro.evaluation.kl_curves import plot_kl_curves
 
     runs = {}
     for name in names or [n for n in ARMS if (root / n / "metrics.jsonl").exists()]:

@@ -10,7 +10,7 @@ flags below; ``train`` runs them one after the other (the shipped ones ran three
 each, on the project's 2-core machine, the 2-digit ones two at a time, at the commits COMMITS gives). The thread count is part of the command:
 the CPU kernels' sums run in another order with two threads, and the weights then differ in the last
 bits. ``export`` records for each model the command, the commit, its steps and training time, its
-last motion-probe scores, and ``svg_pyro.checkpoint.sample_fingerprint`` (checked by
+last motion-probe scores, and ``svg_pyro.inference.sampling.sample_fingerprint`` (checked by
 tests/test_shipped.py). A model whose run folder is gone keeps its file and manifest entry.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "ship"
@@ -55,7 +56,8 @@ def train(names) -> None:
 
 
 def export() -> None:
-    from svg_pyro.checkpoint import SHIPPED, export_weights, sample_fingerprint
+    from svg_pyro.checkpoint import SHIPPED, export_weights
+    from svg_pyro.inference.sampling import sample_fingerprint
 
     manifest_path = SHIPPED / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
@@ -139,7 +141,7 @@ def readme(manifest: dict) -> str:
                      f"| {probe['position_error_best']:.2f} / {probe['position_error_mean']:.2f} "
                      f"({probe['copy_last_position_error']:.2f}) | `{m['command']}` | {m['commit']} |")
     lines += ["", "The probe columns are the means of the last three motion probes of the run (16 test videos, 5",
-              "futures each; `svg_pyro.motion`), with copying the last given frame's scores in brackets."]
+              "futures each; `svg_pyro.evaluation.motion`), with copying the last given frame's scores in brackets."]
     return "\n".join(lines) + "\n"
 
 

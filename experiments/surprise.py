@@ -3,7 +3,7 @@
 The first ``--videos`` SM-MNIST test videos of the model's own data, and the same videos with every
 frame from ``--jump-frame`` on shifted ``--shift`` pixels to the right (the digits jump once, then
 move on as before; what leaves the right edge comes back at the left). Both sets are scored with
-``svg-pyro score``'s estimate (``svg_pyro.score``, K latent paths). Reported: the fraction of
+``svg-pyro score``'s estimate (``svg_pyro.evaluation.score``, K latent paths). Reported: the fraction of
 videos whose jump frame is more surprising than that frame of every unmodified video, than that
 frame of the same video unmodified, and than every other frame of its own; the surprise at the
 jump frame against the unmodified videos' (median and range); a figure beside.
@@ -21,8 +21,8 @@ import pyro
 import torch
 
 from svg_pyro.checkpoint import load_model
-from svg_pyro.datasets import make_datasets, stack_videos
-from svg_pyro.score import score_videos
+from svg_pyro.data.datasets import make_datasets, stack_videos
+from svg_pyro.evaluation.score import score_videos
 
 
 def main() -> None:
@@ -36,15 +36,15 @@ def main() -> None:
     p.add_argument("--out", help="PNG of the surprise per frame, both sets")
     args = p.parse_args()
 
-    config, svg, guide, step = load_model(args.checkpoint)
+    config, svg, step = load_model(args.checkpoint)
     test = make_datasets(config, split_lengths=(config.frames_per_video, args.frames))[1]
     videos = stack_videos(test, args.videos)
     jumped = videos.clone()
     jumped[:, args.jump_frame:] = torch.roll(videos[:, args.jump_frame:], shifts=args.shift, dims=-1)
     tick = time.perf_counter()
     pyro.set_rng_seed(0)
-    plain = score_videos(svg, guide, videos, config.n_past, args.particles)["surprise"]
-    jump = score_videos(svg, guide, jumped, config.n_past, args.particles)["surprise"]
+    plain = score_videos(svg, videos, config.n_past, args.particles)["surprise"]
+    jump = score_videos(svg, jumped, config.n_past, args.particles)["surprise"]
     seconds = time.perf_counter() - tick
     at = args.jump_frame - 1  # column of the jump frame (frames 1..T-1)
     above_all = float((jump[:, at] > plain[:, at].max()).mean())

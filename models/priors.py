@@ -11,8 +11,8 @@ from pyro.poutine.messenger import Messenger
 from torch import nn
 
 from svg_pyro.errors import InvalidInput
-from svg_pyro.networks import GaussianLSTM
-from svg_pyro.sites import FRAME, LATENT, site_step
+from svg_pyro.models.networks import GaussianLSTM
+from svg_pyro.models.sites import FRAME, LATENT, site_step
 
 
 class LearnedPrior(nn.Module):
@@ -78,7 +78,7 @@ class SwapPriorMessenger(Messenger):
         model = learned_prior_of(other_svg, context, n_past)(svg.model)   # under another's prior
         Predictive(model, guide=guide, num_samples=..., parallel=True)(context, n_past, n_frames)
 
-    ``svg_pyro.sampling`` (``prior="fixed"`` or ``prior=other_svg``) and the evaluation CLI
+    ``svg_pyro.inference.sampling`` (``prior="fixed"`` or ``prior=other_svg``) and the evaluation CLI
     (``--prior fixed``, ``--prior-checkpoint``) build these for you. Training-time choice of the
     prior (SVG-LP vs SVG-FP) is ``Config.model``; this handler changes the prior of a trained model.
     """

@@ -18,8 +18,8 @@
 #
 # SVG generates a video by conditioning on its first `n_past` frames: the latent z_t comes from the
 # posterior (the guide) on those steps and from the prior after them, and each generated frame is
-# fed back as the next input. In Pyro that is `pyro.infer.Predictive(svg.model, guide=guide)`
-# (`svg_pyro.sampling.predict`; `sample_chunks` does it in bounded memory).
+# fed back as the next input. In Pyro that is `pyro.infer.Predictive(svg.model, guide=svg.guide)`
+# (`svg_pyro.inference.sampling.predict`; `sample_chunks` does it in bounded memory).
 #
 # **Inputs** (environment variables, defaults in brackets):
 # - `SVG_CHECKPOINT` [`smmnist-2digit-svg-lp`]: an SVG-LP checkpoint (`RUN/checkpoint.pt` of
@@ -45,14 +45,14 @@ import pyro
 import torch
 from IPython.display import Image, Markdown, display
 
-from svg_pyro import arviz_data
-from svg_pyro.bounds import heldout_kl
+from svg_pyro.evaluation import arviz_data
+from svg_pyro.evaluation.bounds import heldout_kl
 from svg_pyro.checkpoint import load_model, resolve_checkpoint
-from svg_pyro.datasets import make_datasets, stack_videos
-from svg_pyro.eval_plots import plot_kl_steps
-from svg_pyro.evaluate import DEFAULT_HORIZON, evaluate, markdown_table
-from svg_pyro.plots import video_mosaic
-from svg_pyro.sampling import predict
+from svg_pyro.data.datasets import make_datasets, stack_videos
+from svg_pyro.evaluation.eval_plots import plot_kl_steps
+from svg_pyro.evaluation.evaluate import DEFAULT_HORIZON, evaluate, markdown_table
+from svg_pyro.evaluation.plots import video_mosaic
+from svg_pyro.inference.sampling import predict
 
 
 def path(variable, default):
@@ -70,7 +70,7 @@ device = "cuda" if torch.cuda.is_available() else "cpu"
 
 CHECKPOINT = checkpoint("SVG_CHECKPOINT", "smmnist-2digit-svg-lp")
 DET = checkpoint("SVG_CHECKPOINT_DET", "smmnist-2digit-det")
-config, svg, guide, step = load_model(CHECKPOINT, device)
+config, svg, step = load_model(CHECKPOINT, device)
 n_past = config.n_past
 horizon = int(os.environ.get("SVG_NB_HORIZON", DEFAULT_HORIZON[config.dataset]))
 n_frames = n_past + horizon
@@ -89,7 +89,7 @@ print(f"{config.model} on {config.dataset}, trained {step} steps, on {device}: {
 
 # %%
 shown = min(4, VIDEOS)
-look = predict(svg, guide, videos[:shown, :n_past].to(device), n_past, n_frames, num_samples=3)
+look = predict(svg, videos[:shown, :n_past].to(device), n_past, n_frames, num_samples=3)
 rows = torch.cat([torch.stack([videos[v], *look["frames"][:, v].cpu()]) for v in range(shown)])
 mosaic = video_mosaic(rows, n_past)
 cell = mosaic.shape[0] / rows.shape[0]
@@ -120,14 +120,14 @@ display(Image(OUT / "01" / "samples.png", width=700))
 # %% [markdown]
 # ## ArviZ: posterior predictive checks per step
 #
-# The samples become an `arviz.InferenceData` (`svg_pyro.arviz_data`): z in `posterior`
+# The samples become an `arviz.InferenceData` (`svg_pyro.evaluation.arviz_data`): z in `posterior`
 # (chain, draw, video, step, z_dim), per-frame statistics of the samples in `posterior_predictive`
 # (chain, draw, video, time) and of the truth in `observed_data`. The statistics: mean intensity,
 # and the centre of mass (row, col) of the digits. A calibrated model's 90% band holds the truth
 # for about 90% of the videos at every step.
 
 # %%
-idata = arviz_data.sample_inference_data(svg, guide, videos, n_past, n_frames, SAMPLES)
+idata = arviz_data.sample_inference_data(svg, videos, n_past, n_frames, SAMPLES)
 print(idata)
 print(idata.posterior["z"].coords["z_from"].values)
 
@@ -156,9 +156,9 @@ for stat in arviz_data.STATISTICS:
 
 # %%
 kl_videos = videos[: min(VIDEOS, 64)]
-kls = {"vs its own prior": heldout_kl(svg, guide, kl_videos, n_past)}
+kls = {"vs its own prior": heldout_kl(svg, kl_videos, n_past)}
 if svg.z_dim:
-    kls["vs N(0, I)"] = heldout_kl(svg, guide, kl_videos, n_past, prior="fixed")
+    kls["vs N(0, I)"] = heldout_kl(svg, kl_videos, n_past, prior="fixed")
 plot_kl_steps(kls)
 plt.title(f"{config.model}: KL per step, {len(kl_videos)} test videos", fontsize=9)
 plt.show()

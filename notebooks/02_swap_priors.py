@@ -48,12 +48,12 @@ from IPython.display import Image, Markdown, display
 from pyro import poutine
 from pyro.infer import Predictive
 
-from svg_pyro import arviz_data
-from svg_pyro.bounds import heldout_kl
+from svg_pyro.evaluation import arviz_data
+from svg_pyro.evaluation.bounds import heldout_kl
 from svg_pyro.checkpoint import load_model, resolve_checkpoint
-from svg_pyro.datasets import make_datasets, stack_videos
-from svg_pyro.eval_plots import plot_kl_steps, plot_per_step
-from svg_pyro.evaluate import DEFAULT_HORIZON, evaluate, markdown_table
+from svg_pyro.data.datasets import make_datasets, stack_videos
+from svg_pyro.evaluation.eval_plots import plot_kl_steps, plot_per_step
+from svg_pyro.evaluation.evaluate import DEFAULT_HORIZON, evaluate, markdown_table
 from svg_pyro.models.priors import fixed_prior, swap_prior
 
 
@@ -73,8 +73,8 @@ device = "cuda" if torch.cuda.is_available() else "cpu"
 LP = checkpoint("SVG_CHECKPOINT", "smmnist-1digit-svg-lp")
 FP = checkpoint("SVG_CHECKPOINT_FP", "smmnist-1digit-svg-fp")
 DET = checkpoint("SVG_CHECKPOINT_DET", "smmnist-1digit-det")
-lp_config, lp, lp_guide, lp_step = load_model(LP, device)
-fp_config, fp, fp_guide, fp_step = load_model(FP, device)
+lp_config, lp, lp_step = load_model(LP, device)
+fp_config, fp, fp_step = load_model(FP, device)
 n_past = lp_config.n_past
 horizon = int(os.environ.get("SVG_NB_HORIZON", DEFAULT_HORIZON[lp_config.dataset]))
 n_frames = n_past + horizon
@@ -96,7 +96,7 @@ print(f"SVG-LP {lp_step} steps, SVG-FP {fp_step} steps; {VIDEOS} test videos, {n
 context = videos[:2, :n_past].to(device)
 swapped = swap_prior(fixed_prior, from_step=n_past)(lp.model)
 with torch.no_grad():
-    guide_trace = poutine.trace(lp_guide).get_trace(context, n_past)
+    guide_trace = poutine.trace(lp.guide).get_trace(context, n_past)
     trace = poutine.trace(poutine.replay(swapped, trace=guide_trace)).get_trace(context, n_past, n_past + 3)
 for t in range(1, n_past + 3):
     fn = trace.nodes[f"z_{t}"]["fn"].base_dist
@@ -104,7 +104,7 @@ for t in range(1, n_past + 3):
     print(f"z_{t}: value from the {source}; prior loc mean {fn.loc.mean():+.3f}, scale mean {fn.scale.mean():.3f}")
 
 # the same inside Predictive: samples of SVG-LP whose generated steps use N(0, I)
-samples = Predictive(swapped, guide=lp_guide, num_samples=2, parallel=True,
+samples = Predictive(swapped, guide=lp.guide, num_samples=2, parallel=True,
                      return_sites=["_RETURN"])(context, n_past, n_frames)["_RETURN"]
 print("generated means:", tuple(samples.shape), "(samples, videos, steps 1..T-1, C, H, W)")
 
@@ -143,15 +143,15 @@ display(Image(OUT / "02-per_step.png"))
 
 # %%
 configurations = {
-    "SVG-LP (learned prior)": (lp, lp_guide, None),
-    "SVG-LP sampled under N(0, I)": (lp, lp_guide, "fixed"),
-    "SVG-FP (fixed prior)": (fp, fp_guide, None),
-    "SVG-FP sampled under SVG-LP's prior": (fp, fp_guide, lp),
+    "SVG-LP (learned prior)": (lp, None),
+    "SVG-LP sampled under N(0, I)": (lp, "fixed"),
+    "SVG-FP (fixed prior)": (fp, None),
+    "SVG-FP sampled under SVG-LP's prior": (fp, lp),
 }
 fig, ax = plt.subplots(figsize=(6, 3.5))
 print(f"{'configuration':38s} {'spread row':>10s} {'spread col':>10s} {'cover row':>9s} {'cover col':>9s}")
-for name, (model, guide, prior) in configurations.items():
-    idata = arviz_data.sample_inference_data(model, guide, videos, n_past, n_frames, SAMPLES, prior=prior)
+for name, (model, prior) in configurations.items():
+    idata = arviz_data.sample_inference_data(model, videos, n_past, n_frames, SAMPLES, prior=prior)
     predicted = idata.posterior_predictive.sel(time=slice(n_past, None))
     spread = predicted.std(("chain", "draw")).mean()
     cover = {s: arviz_data.ppc_coverage(idata, s).values[n_past:].mean() for s in ("row", "col")}
@@ -170,9 +170,9 @@ plt.show()
 # %%
 kl_videos = videos[: min(VIDEOS, 64)]
 kls = {
-    "SVG-LP vs its learned prior": heldout_kl(lp, lp_guide, kl_videos, n_past),
-    "SVG-LP vs N(0, I)": heldout_kl(lp, lp_guide, kl_videos, n_past, prior="fixed"),
-    "SVG-FP vs N(0, I)": heldout_kl(fp, fp_guide, kl_videos, n_past),
+    "SVG-LP vs its learned prior": heldout_kl(lp, kl_videos, n_past),
+    "SVG-LP vs N(0, I)": heldout_kl(lp, kl_videos, n_past, prior="fixed"),
+    "SVG-FP vs N(0, I)": heldout_kl(fp, kl_videos, n_past),
 }
 plot_kl_steps(kls)
 plt.title(f"KL per step, {len(kl_videos)} test videos", fontsize=9)

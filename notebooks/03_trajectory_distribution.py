@@ -48,10 +48,10 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # text progres
 
 from svg_pyro.checkpoint import load_checkpoint
 from svg_pyro.config import Config
-from svg_pyro.smmnist import StochasticMovingMNIST, velocity_table
-from svg_pyro.displacements import first_random_step
-from svg_pyro.trajectory import find_trajectory, run_study
-from svg_pyro.trajectory_plots import plot_velocity_tables
+from svg_pyro.data.smmnist import StochasticMovingMNIST, velocity_table
+from svg_pyro.evaluation.displacements import first_random_step
+from svg_pyro.evaluation.trajectory import find_trajectory, run_study
+from svg_pyro.evaluation.trajectory_plots import plot_velocity_tables
 
 CHECKPOINT = os.environ.get("SVG_CHECKPOINT_1DIGIT", "smmnist-1digit-svg-lp")
 FP_CHECKPOINT = os.environ.get("SVG_CHECKPOINT_1DIGIT_FP", "smmnist-1digit-svg-fp") or None

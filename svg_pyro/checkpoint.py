@@ -5,11 +5,13 @@ Two kinds: a training checkpoint (everything needed to resume, below) and a weig
 the repository's ``checkpoints/`` folder. Every loader takes a path or the short name of a shipped
 model (``checkpoints/NAME.pt``, e.g. ``smmnist-1digit-svg-lp``).
 
-A checkpoint holds the config, the step, the model, guide and optimizer states and the RNG state
-(of every rank, after a data-parallel run), so ``--resume`` continues a run exactly as if it had not
-stopped. The optimizer state is torch's ``state_dict`` with the parameter names of the training
-objective (``svg_pyro.objective.training_objective``); checkpoints of format 1, which kept it per
-parameter under Pyro's param-store names, are upgraded when they are loaded (``upgrade``).
+A checkpoint holds the config, the step, the SVG module's state (model and guide networks), the
+optimizer state and the RNG state (of every rank, after a data-parallel run), so ``--resume``
+continues a run exactly as if it had not stopped. The optimizer state is torch's ``state_dict``
+with the parameter names of the training objective (``svg_pyro.training.objective.training_objective``).
+Files of earlier formats load by conversion (``upgrade``): format 1 kept the optimizer state per
+parameter under Pyro's param-store names; formats 1-2 (and weights-only files of format 1) kept the
+guide's posterior LSTM as a separate module, ``state["guide"]``.
 """
 from __future__ import annotations
 
@@ -22,10 +24,14 @@ from torch import nn
 from svg_pyro.atomic import atomic_path
 from svg_pyro.config import ARCHITECTURE_FIELDS, Config
 from svg_pyro.errors import SvgPyroError
+from svg_pyro.models.build import build_model
 
-FORMAT = "svg-pyro-checkpoint/2"
-FORMAT_1 = "svg-pyro-checkpoint/1"  # read, and upgraded on loading (``upgrade``)
-WEIGHTS_FORMAT = "svg-pyro-weights/1"
+
+FORMAT = "svg-pyro-checkpoint/3"
+WEIGHTS_FORMAT = "svg-pyro-weights/2"
+# earlier formats, read and upgraded on loading (``upgrade``)
+FORMAT_1, FORMAT_2, WEIGHTS_FORMAT_1 = "svg-pyro-checkpoint/1", "svg-pyro-checkpoint/2", "svg-pyro-weights/1"
+TRAINING_FORMATS = (FORMAT, FORMAT_2, FORMAT_1)
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"  # trained models in the repository
 SHIPPED_VARIABLE = "SVG_PYRO_CHECKPOINTS"  # another folder of them (a wheel install has no repository)
 
@@ -55,12 +61,28 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict, path) ->
 
 
 def upgrade(state: dict) -> dict:
-    """A training checkpoint of format 1 in today's format. Format 1 kept the optimizer state per
-    parameter under Pyro's param-store names, ``pyro.optim``'s layout ("svg$$$encoder...",
-    "posterior$$$net..."); today it is ``optimizer.state_dict()`` with the training objective's
-    parameter names ("model.program.encoder...", "guide.program.net...")."""
-    if state["format"] != FORMAT_1:
+    """A checkpoint of an earlier format in today's. Format 1 kept the optimizer state per parameter
+    under Pyro's param-store names, ``pyro.optim``'s layout ("svg$$$encoder...",
+    "posterior$$$net..."); format 2 had it as ``optimizer.state_dict()`` with the names of an
+    objective over two modules ("model.program.encoder...", "guide.program.net...") and kept the
+    guide's networks apart (``state["guide"]``); today the posterior LSTM is the SVG module's
+    submodule ``posterior`` ("model.program.posterior.net...")."""
+    if state["format"] == FORMAT_1:
+        state = _upgrade_optimizer_1(state)
+    if "guide" not in state:
         return state
+    model = {**state["model"], **{f"posterior.{k}": v for k, v in state["guide"].items()}}
+    state = {k: v for k, v in state.items() if k != "guide"}
+    if state["format"] == WEIGHTS_FORMAT_1:
+        return {**state, "format": WEIGHTS_FORMAT, "model": model}
+    group = state["optimizer"]["param_groups"][0]
+    names = [name.replace("guide.program.", "model.program.posterior.", 1) for name in group["param_names"]]
+    optimizer = {**state["optimizer"], "param_groups": [{**group, "param_names": names}]}
+    return {**state, "format": FORMAT, "model": model, "optimizer": optimizer}
+
+
+def _upgrade_optimizer_1(state: dict) -> dict:
+    """Format 1's optimizer state (per parameter, Pyro's names) as format 2's."""
     prefixes = {"svg": "model.program.", "posterior": "guide.program."}
     old = state["optimizer"]
     names = list(old)
@@ -68,7 +90,7 @@ def upgrade(state: dict) -> dict:
     group = {k: v for k, v in old[names[0]]["param_groups"][0].items() if k != "params"}
     optimizer = {"state": {i: old[name]["state"][0] for i, name in enumerate(names) if old[name]["state"]},
                  "param_groups": [{**group, "params": list(range(len(names))), "param_names": new_names}]}
-    return {**state, "format": FORMAT, "optimizer": optimizer}
+    return {**state, "format": FORMAT_2, "optimizer": optimizer}
 
 
 def rng_state() -> dict:
@@ -82,7 +104,7 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path, config: Config, step: int, svg: nn.Module, guide, optimizer_state: dict,
+def save_checkpoint(path, config: Config, step: int, svg: nn.Module, optimizer_state: dict,
                     rng_by_rank: list[dict] | None = None) -> None:
     """``optimizer_state``: ``optimizer.state_dict()`` of an optimizer built from named parameters;
     ``rng_by_rank``: the RNG state of every rank of a data-parallel run (default: this process's)."""
@@ -92,7 +114,6 @@ def save_checkpoint(path, config: Config, step: int, svg: nn.Module, guide, opti
         "config": config.to_dict(),
         "step": step,
         "model": svg.state_dict(),
-        "guide": guide.state_dict(),
         "optimizer": optimizer_state,
         "rng": rng_by_rank[0],
         "rng_by_rank": rng_by_rank,
@@ -134,7 +155,7 @@ def load_checkpoint(path) -> dict:
     except Exception as err:  # truncated zip, pickle error, ...
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err}); "
                               "it may be truncated or from another program. It was not modified.") from err
-    if not isinstance(state, dict) or state.get("format") not in (FORMAT, FORMAT_1, WEIGHTS_FORMAT):
+    if not isinstance(state, dict) or state.get("format") not in (*TRAINING_FORMATS, WEIGHTS_FORMAT, WEIGHTS_FORMAT_1):
         raise CheckpointError(f"{path} is not an svg-pyro checkpoint (format {FORMAT} expected)")
     return upgrade(state)
 
@@ -153,7 +174,7 @@ def export_weights(source, out, half: bool = False, overwrite: bool = False) -> 
             existing = torch.load(out, map_location="cpu", weights_only=True)
         except Exception:  # not a checkpoint: the user decides
             existing = None
-        if isinstance(existing, dict) and existing.get("format") in (FORMAT, FORMAT_1):
+        if isinstance(existing, dict) and existing.get("format") in TRAINING_FORMATS:
             raise CheckpointError(f"{out} is a training checkpoint (it can be resumed); writing weights only over "
                                   "it would end that. Export to another file; it was not modified.")
         if not overwrite:
@@ -163,7 +184,7 @@ def export_weights(source, out, half: bool = False, overwrite: bool = False) -> 
         return {k: v.half() if half and v.is_floating_point() else v for k, v in tensors.items()}
 
     weights = {"format": WEIGHTS_FORMAT, "config": state["config"], "step": state["step"],
-               "model": slim(state["model"]), "guide": slim(state["guide"]), "fp16": half}
+               "model": slim(state["model"]), "fp16": half}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(weights, out)
     return weights
@@ -179,31 +200,10 @@ def check_compatible(saved: Config, wanted: Config, path) -> None:
 
 
 def load_model(path, device: str | torch.device = "cpu"):
-    """(config, svg, guide, step) from a checkpoint, on ``device``, in eval mode."""
-    from svg_pyro.build import build_model
-
+    """(config, svg, step) from a checkpoint, on ``device``, in eval mode."""
     state = load_checkpoint(path)
     config = Config.from_dict(state["config"])
-    svg, guide = build_model(config)
+    svg = build_model(config)
     svg.load_state_dict(state["model"])
-    guide.load_state_dict(state["guide"])
-    guide.to(device).eval()
     svg.to(device).eval()
-    return config, svg, guide, state["step"]
-
-
-def sample_fingerprint(path) -> list[float]:
-    """The mean of every predicted frame of 2 futures (5 steps) of the first 2 test videos, drawn on
-    the CPU under seed 0 with BatchNorm's running statistics: checkpoints/manifest.json records it
-    for each shipped model and tests/test_shipped.py compares, so that a change to the networks,
-    the sampler or the file shows."""
-    from svg_pyro.datasets import make_datasets, stack_videos
-    from svg_pyro.sampling import generate
-
-    config, svg, guide, _ = load_model(path)
-    test = make_datasets(config)[1]
-    videos = stack_videos(test, 2)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        frames = generate(svg, guide, videos, config.n_past, config.n_past + 5, 2)
-    return frames[:, :, config.n_past:].mean(dim=(-3, -2, -1)).flatten().tolist()
+    return config, svg, state["step"]

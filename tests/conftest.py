@@ -3,10 +3,10 @@ import pytest
 import torch
 from pyro.poutine.messenger import Messenger
 
-from svg_pyro.build import build_model
 from svg_pyro.config import preset
-from svg_pyro.datasets import make_datasets, training_batch
-from svg_pyro.sites import site_step
+from svg_pyro.data.datasets import make_datasets, training_batch
+from svg_pyro.models.build import build_model
+from svg_pyro.models.sites import site_step
 
 
 @pytest.fixture(autouse=True)
@@ -26,16 +26,16 @@ def tiny_data():
 
 @pytest.fixture
 def tiny(tiny_data):
-    """(config, svg, guide, batch) for the tiny preset: 4 videos of 5 frames."""
+    """(config, svg, batch) for the tiny preset: 4 videos of 5 frames."""
     config, train, _ = tiny_data
-    svg, guide = build_model(config)
+    svg = build_model(config)
     batch = training_batch(train, 0, 0, config.batch_size)
-    return config, svg, guide, batch
+    return config, svg, batch
 
 
-def run_model_and_guide(svg, guide, batch, n_past):
+def run_model_and_guide(svg, batch, n_past):
     """Traces of one guide run and the model replayed on it."""
-    guide_trace = pyro.poutine.trace(guide).get_trace(batch, n_past)
+    guide_trace = pyro.poutine.trace(svg.guide).get_trace(batch, n_past)
     model_trace = pyro.poutine.trace(pyro.poutine.replay(svg.model, trace=guide_trace)).get_trace(batch, n_past)
     return model_trace, guide_trace
 

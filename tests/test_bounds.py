@@ -1,4 +1,4 @@
-"""Held-out bounds (svg_pyro.bounds) against exact values: a linear-Gaussian program with SVG's sites,
+"""Held-out bounds (svg_pyro.evaluation.bounds) against exact values: a linear-Gaussian program with SVG's sites,
 whose log p(x) and ELBO are closed-form, and a tiny SVG whose one-step likelihood is integrated by
 quadrature."""
 import contextlib
@@ -10,11 +10,12 @@ import pytest
 import torch
 from pyro import poutine
 
-from svg_pyro.bounds import path_terms, video_bounds
-from svg_pyro.build import build_model
 from svg_pyro.config import preset
-from svg_pyro.datasets import make_datasets
-from svg_pyro.sites import frame_site, latent_site
+from svg_pyro.data.datasets import make_datasets
+from svg_pyro.evaluation.bounds import path_terms, video_bounds
+from svg_pyro.models.build import build_model
+from svg_pyro.models.sites import frame_site, latent_site
+
 
 A, S = 2.0, 0.5  # x_t = A z_t + N(0, S^2), z_t ~ N(0, 1)
 Q_SCALE, Q_GAIN = 0.8, 0.3  # the guide q(z_t | x_t) = N(Q_GAIN x_t, Q_SCALE^2): far from the true posterior
@@ -51,7 +52,7 @@ def test_the_bounds_of_a_linear_gaussian_program_against_its_closed_forms():
 
     pyro.set_rng_seed(0)
     repeats = 200
-    bounds = video_bounds(LinearGaussian(), LinearGaussian.guide, x.expand(repeats, -1, -1), 1,
+    bounds = video_bounds(LinearGaussian(), x.expand(repeats, -1, -1), 1,
                           particles=(1, 10, 1000), max_batch=20_000)
     # the ELBO (analytic KL, one draw of log p(x | z)) is unbiased for the closed form
     assert bounds["elbo"].mean() == pytest.approx(elbo, abs=4 * bounds["elbo"].std() / math.sqrt(repeats))
@@ -69,8 +70,8 @@ def test_a_tiny_svgs_bounds_meet_its_likelihood_integrated_over_the_latent(tiny_
     p(x_2 | x_1, z) p(z | x_1) over z, by the trapezoid rule (float64)."""
     torch.manual_seed(0)
     config = preset("tiny", z_dim=1, n_future=1)  # scored below on 2-frame videos with n_past 1
-    svg, guide = build_model(config)
-    svg.double().eval(), guide.double().eval()
+    svg = build_model(config)
+    svg.double().eval()
     video = make_datasets(config)[1][0][None, :2].double()
     prior = poutine.trace(svg.model).get_trace(video, 1).nodes[latent_site(1)]["fn"].base_dist
     grid = torch.linspace(-10, 10, 1001, dtype=torch.float64) * prior.scale.item() + prior.loc.item()
@@ -82,7 +83,7 @@ def test_a_tiny_svgs_bounds_meet_its_likelihood_integrated_over_the_latent(tiny_
     log_weighted[[0, -1]] += math.log(0.5)  # the trapezoid rule's end points
     exact = torch.logsumexp(log_weighted, 0).item()
     torch.manual_seed(1)
-    bounds = video_bounds(svg, guide, video.expand(10, -1, -1, -1, -1), 1, particles=(1, 100), max_batch=500)
+    bounds = video_bounds(svg, video.expand(10, -1, -1, -1, -1), 1, particles=(1, 100), max_batch=500)
     # an untrained decoder barely depends on z, so the bounds are tight: this checks that they score
     # the same frames with the same densities as the integral (a frame missed would cost ~1400 nats)
     assert bounds["elbo"].mean() <= exact + 1e-6
@@ -90,10 +91,10 @@ def test_a_tiny_svgs_bounds_meet_its_likelihood_integrated_over_the_latent(tiny_
 
 
 def test_the_deterministic_models_bounds_are_its_exact_likelihood(tiny):
-    config, _, _, batch = tiny
-    svg, guide = build_model(preset("tiny", model="det"))
+    config, _, batch = tiny
+    svg = build_model(preset("tiny", model="det"))
     svg.eval()
-    bounds = video_bounds(svg, guide, batch, config.n_past, particles=(1, 5))
+    bounds = video_bounds(svg, batch, config.n_past, particles=(1, 5))
     with torch.no_grad():
         trace = poutine.trace(svg.model).get_trace(batch, config.n_past)
     exact = sum(s["fn"].log_prob(s["value"]) for s in trace.nodes.values() if s["type"] == "sample")
@@ -102,14 +103,14 @@ def test_the_deterministic_models_bounds_are_its_exact_likelihood(tiny):
 
 
 def test_per_step_terms_add_up_to_the_elbo_and_the_kl_is_the_closed_form(tiny):
-    config, svg, guide, batch = tiny
-    svg.eval(), guide.eval()
+    config, svg, batch = tiny
+    svg.eval()
     torch.manual_seed(0)
-    terms = path_terms(svg, guide, batch, config.n_past)
+    terms = path_terms(svg, batch, config.n_past)
     assert terms["loglik_t"].shape == terms["kl_t"].shape == (batch.shape[0], batch.shape[1] - 1)
-    g = poutine.trace(guide).get_trace(batch, config.n_past).nodes[latent_site(1)]["fn"].base_dist
+    g = poutine.trace(svg.guide).get_trace(batch, config.n_past).nodes[latent_site(1)]["fn"].base_dist
     p = poutine.trace(svg.model).get_trace(batch, config.n_past).nodes[latent_site(1)]["fn"].base_dist
     by_hand = (torch.log(p.scale / g.scale) + (g.scale**2 + (g.loc - p.loc) ** 2) / (2 * p.scale**2) - 0.5).sum(-1)
     torch.testing.assert_close(terms["kl_t"][:, 0], by_hand.detach())  # q and p of step 1 do not depend on z
-    bounds = video_bounds(svg, guide, batch, config.n_past, particles=(1,))
+    bounds = video_bounds(svg, batch, config.n_past, particles=(1,))
     assert bounds["elbo"] == pytest.approx((bounds["loglik_t"] - bounds["kl_t"]).sum(1))

@@ -9,6 +9,7 @@ import pytest
 
 from svg_pyro import cli
 from svg_pyro.checkpoint import CheckpointError
+from svg_pyro.cli.options import config_from_args
 from svg_pyro.config import Config, preset
 from svg_pyro.errors import InvalidInput, MissingInput
 
@@ -34,7 +35,7 @@ def test_every_config_field_is_a_training_flag_of_its_type():
             continue
         argv += [flag, str(value)]
         expected[f.name] = value
-    config, out, resume = cli.config_from_args(_train_args(argv))
+    config, out, resume = config_from_args(_train_args(argv))
     assert dataclasses.asdict(config) == expected  # every field set, with the type of its default
     assert isinstance(config.obs_scale, float) and isinstance(config.workers, int)
     assert out == Path("runs/svg-fp") and resume is False
@@ -42,7 +43,7 @@ def test_every_config_field_is_a_training_flag_of_its_type():
 
 
 def test_flags_not_given_keep_the_preset():
-    config, _, _ = cli.config_from_args(_train_args(["--preset", "tiny", "--steps", "9", "--no-deterministic"]))
+    config, _, _ = config_from_args(_train_args(["--preset", "tiny", "--steps", "9", "--no-deterministic"]))
     assert config == preset("tiny", steps=9, deterministic=False)
 
 
@@ -83,7 +84,7 @@ def test_the_installed_command_lists_the_subcommands():
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True).stdout
     for name in cli.COMMANDS:
         assert name in out
-    assert set(cli.COMMANDS) == {"train", "evaluate", "trajectory", "prepare", "kl-curves", "score", "export"}
+    assert set(cli.COMMANDS) == {"train", "evaluate", "trajectory", "prepare", "kl-curves", "score", "condition", "export"}
 
 
 @pytest.mark.parametrize("command", [["train", "--preset", "tiny", "--steps", "1"], ["evaluate", "--checkpoint", "x"]])
@@ -153,8 +154,8 @@ def test_each_option_states_its_default_at_most_once(name):
         assert rendered.count("(default") <= 1 and "(default: None)" not in rendered, rendered
 
 
-@pytest.mark.parametrize("name,function", [("evaluate", "svg_pyro.evaluate:evaluate"),
-                                           ("trajectory", "svg_pyro.trajectory:run_studies")])
+@pytest.mark.parametrize("name,function", [("evaluate", "svg_pyro.evaluation.evaluate:evaluate"),
+                                           ("trajectory", "svg_pyro.evaluation.trajectory:run_studies")])
 def test_options_default_to_what_the_library_function_does(name, function):
     import importlib
     import inspect

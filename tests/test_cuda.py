@@ -20,14 +20,15 @@ import pytest
 import torch
 from conftest import FixedNoiseMessenger
 
-from svg_pyro.build import build_model
 from svg_pyro.checkpoint import load_model
 from svg_pyro.config import preset
-from svg_pyro.datasets import make_datasets, stack_videos, training_batch, training_batches
-from svg_pyro.distributed import World
-from svg_pyro.sampling import generate
-from svg_pyro.objective import training_objective
-from svg_pyro.train import train, training_step
+from svg_pyro.data.datasets import make_datasets, stack_videos, training_batch, training_batches
+from svg_pyro.inference.sampling import generate
+from svg_pyro.models.build import build_model
+from svg_pyro.training.distributed import World
+from svg_pyro.training.objective import training_objective
+from svg_pyro.training.train import train, training_step
+
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")]
@@ -47,9 +48,9 @@ def _close(a, b, rtol=1e-4, atol=1e-6):
     return torch.allclose(a.detach().cpu(), b.detach().cpu(), rtol=rtol, atol=atol)
 
 
-def _step(svg, guide, batch, eps, config):
-    objective = training_objective(svg, guide, config.elbo)
-    params = list(svg.parameters()) + list(guide.parameters())
+def _step(svg, batch, eps, config):
+    objective = training_objective(svg, config.elbo)
+    params = list(svg.parameters())
     optimizer = torch.optim.Adam(params, lr=config.lr)
     with FixedNoiseMessenger(eps, slice(None)):
         loss, applied = training_step(objective, optimizer, svg, batch, config.n_past, World())
@@ -61,14 +62,14 @@ def _step(svg, guide, batch, eps, config):
 def test_a_training_step_on_cuda_equals_the_cpu_step(elbo):
     config = preset("tiny", elbo=elbo)
     pyro.set_rng_seed(0)
-    svg, guide = build_model(config)
+    svg = build_model(config)
     svg.train()
-    gpu_svg, gpu_guide = copy.deepcopy(svg).to(CUDA), copy.deepcopy(guide).to(CUDA)
+    gpu_svg = copy.deepcopy(svg).to(CUDA)
     batch = training_batch(make_datasets(config)[0], 0, 0, config.batch_size)
     eps = torch.randn(config.frames_per_video, config.batch_size, config.z_dim, generator=torch.Generator().manual_seed(1))
-    cpu = _step(svg, guide, batch, eps, config)
+    cpu = _step(svg, batch, eps, config)
     pyro.clear_param_store()
-    gpu = _step(gpu_svg, gpu_guide, batch.to(CUDA), eps, config)
+    gpu = _step(gpu_svg, batch.to(CUDA), eps, config)
     assert _close(cpu[0], gpu[0], rtol=1e-5)
     assert all(_close(a, b) for a, b in zip(cpu[1], gpu[1]))
     assert all(_close(a, b) for a, b in zip(cpu[2], gpu[2]))
@@ -88,34 +89,34 @@ def test_a_cuda_run_resumes_and_its_checkpoint_loads_on_the_cpu(tmp_path):
     assert [r["step"] for r in resumed] == [r["step"] for r in whole]
     for a, b in zip(resumed, whole):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
-    config, svg, guide, step = load_model(tmp_path / "whole" / "checkpoint.pt", "cpu")
+    config, svg, step = load_model(tmp_path / "whole" / "checkpoint.pt", "cpu")
     assert step == 6 and all(p.device.type == "cpu" for p in svg.parameters())
     test = make_datasets(config)[1]
     videos = stack_videos(test, 2)
-    frames = generate(svg, guide, videos, config.n_past, videos.shape[1], 2)
+    frames = generate(svg, videos, config.n_past, videos.shape[1], 2)
     assert frames.device.type == "cpu" and torch.isfinite(frames).all()
 
 
 def test_sampling_on_cuda_equals_the_cpu_with_the_same_noise():
     config = preset("tiny")
     pyro.set_rng_seed(0)
-    svg, guide = build_model(config)
-    svg.eval(), guide.eval()
-    gpu_svg, gpu_guide = copy.deepcopy(svg).to(CUDA), copy.deepcopy(guide).to(CUDA)
+    svg = build_model(config)
+    svg.eval()
+    gpu_svg = copy.deepcopy(svg).to(CUDA)
     test = make_datasets(config)[1]
     videos = stack_videos(test, 3)
     eps = torch.randn(videos.shape[1], 3, config.z_dim, generator=torch.Generator().manual_seed(2))
     with FixedNoiseMessenger(eps, slice(None)):
-        cpu = generate(svg, guide, videos, config.n_past, videos.shape[1], 1)
+        cpu = generate(svg, videos, config.n_past, videos.shape[1], 1)
     with FixedNoiseMessenger(eps, slice(None)):
-        gpu = generate(gpu_svg, gpu_guide, videos.to(CUDA), config.n_past, videos.shape[1], 1)
+        gpu = generate(gpu_svg, videos.to(CUDA), config.n_past, videos.shape[1], 1)
     assert gpu.device.type == "cuda" and _close(cpu, gpu, rtol=1e-4, atol=1e-5)
 
 
 def test_bf16_autocast_keeps_the_densities_fp32():
     config = preset("tiny")
-    svg, guide = build_model(config)
-    svg.to(CUDA).train(), guide.to(CUDA).train()
+    svg = build_model(config)
+    svg.to(CUDA).train()
     batch = training_batch(make_datasets(config)[0], 0, 0, config.batch_size).to(CUDA)
     with torch.autocast("cuda", torch.bfloat16):
         tracer = pyro.poutine.trace(svg.model)

@@ -10,6 +10,7 @@ import torch
 
 from svg_pyro.checkpoint import load_model
 
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,6 +41,6 @@ def test_the_dry_run_passes_every_step_and_returns_what_the_device_tool_can_carr
     assert len(parts) >= 2  # the dry run splits its small file too, so that joining is tested
     joined = tmp_path / "weights.pt"
     joined.write_bytes(b"".join(p.read_bytes() for p in parts))
-    config, svg, guide, step = load_model(joined)
+    config, svg, step = load_model(joined)
     assert config.n_past == 2 and step >= 21
     assert all(torch.isfinite(p).all() for p in svg.parameters())

@@ -16,14 +16,15 @@ import torch.multiprocessing as mp
 from conftest import FixedNoiseMessenger
 from torch import nn
 
-from svg_pyro.build import build_model
 from svg_pyro.checkpoint import load_checkpoint
-from svg_pyro.config import preset
-from svg_pyro.datasets import make_datasets, training_batch
-from svg_pyro.distributed import World, join_world
 from svg_pyro.cli import run_subcommand
-from svg_pyro.objective import training_objective
-from svg_pyro.train import training_step
+from svg_pyro.config import preset
+from svg_pyro.data.datasets import make_datasets, training_batch
+from svg_pyro.models.build import build_model
+from svg_pyro.training.distributed import World, join_world
+from svg_pyro.training.objective import training_objective
+from svg_pyro.training.train import training_step
+
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "tiny", "--device", "cpu", "--no-progress", "--sample-every", "1000"]
@@ -60,7 +61,7 @@ def _one_step(world: World, elbo: str):
     config = preset("tiny", elbo=elbo)
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
-    svg, guide = build_model(config)
+    svg = build_model(config)
     for m in svg.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.eval()
@@ -68,8 +69,8 @@ def _one_step(world: World, elbo: str):
     batch = training_batch(make_datasets(config)[0], 0, 0, config.batch_size, rows)
     eps = torch.randn(config.frames_per_video, config.batch_size, config.z_dim,
                       generator=torch.Generator().manual_seed(1))
-    objective = world.wrap(training_objective(svg, guide, elbo))
-    params = list(svg.parameters()) + list(guide.parameters())
+    objective = world.wrap(training_objective(svg, elbo))
+    params = list(svg.parameters())
     optimizer = torch.optim.Adam(params, lr=config.lr)
     with FixedNoiseMessenger(eps, rows):
         loss, _ = training_step(objective, optimizer, svg, batch, config.n_past, world)
@@ -153,7 +154,7 @@ def test_a_diverging_run_stops_every_rank_with_one_message(tmp_path):
 
 FAILING_RANK = """
 import os, sys
-import svg_pyro.datasets as datasets
+import svg_pyro.data.datasets as datasets
 from svg_pyro.cli import run_subcommand
 
 def failing_batch(*args, **kwargs):

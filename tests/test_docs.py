@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -69,9 +70,11 @@ def test_the_architecture_page_names_only_modules_that_exist():
     where = [ROOT, ROOT / "svg_pyro", ROOT / "tests"]
     missing = sorted(n for n in named if not any((root / n).is_file() for root in where))
     assert not missing, f"docs/architecture.md names modules that do not exist: {missing}"
-    for path in (ROOT / "svg_pyro").glob("*.py"):  # and every module of the package has its place
+    modules = [p.relative_to(ROOT / "svg_pyro") for p in (ROOT / "svg_pyro").rglob("*.py")]
+    modules += [p.relative_to(ROOT) for folder in ("models", "guides") for p in (ROOT / folder).glob("*.py")]
+    for path in modules:  # and every module of the package has its place
         if not path.name.startswith("_"):
-            assert path.name in named, f"docs/architecture.md does not say where {path.name} fits"
+            assert path.as_posix() in named, f"docs/architecture.md does not say where {path} fits"
 
 
 def _documented_commands(text):

@@ -8,29 +8,28 @@ import torch
 from pyro import poutine
 from skimage.metrics import structural_similarity
 
-from svg_pyro.models.priors import fixed_prior, learned_prior_of, swap_prior
-from svg_pyro.build import build_model
-from svg_pyro.datasets import make_datasets, stack_videos
-from svg_pyro.config import preset
 from svg_pyro.cli import run_subcommand
-from svg_pyro.evaluate import best_of_n, interval, markdown_table, summarize, summarize_results
-from svg_pyro.sampling import chunk_plan, generate, predict, sample_chunks, video_groups
-from svg_pyro.train import train
+from svg_pyro.config import preset
+from svg_pyro.data.datasets import make_datasets, stack_videos
+from svg_pyro.evaluation.evaluate import best_of_n, interval, markdown_table, summarize, summarize_results
+from svg_pyro.inference.sampling import chunk_plan, generate, predict, sample_chunks, video_groups
+from svg_pyro.models.build import build_model
+from svg_pyro.models.priors import fixed_prior, learned_prior_of, swap_prior
+from svg_pyro.training.train import train
+
 
 N_PAST, N_FRAMES = 2, 5
 
 
 def built(model="svg-lp", seed=0):
     pyro.set_rng_seed(seed)
-    svg, guide = build_model(preset("tiny", model=model))
-    svg.eval()
-    guide.eval()
-    return svg, guide
+    svg = build_model(preset("tiny", model=model))
+    return svg.eval()
 
 
 @pytest.fixture
 def context(tiny):
-    return tiny[3][:, :N_PAST]
+    return tiny[2][:, :N_PAST]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,10 +102,10 @@ def shifted_prior(svg):
 
 
 def test_fixed_swap_gives_standard_normal_z_only_at_generation_steps(context):
-    svg, guide = built()
+    svg = built()
     shifted_prior(svg)
     with torch.no_grad():
-        guide_trace = poutine.trace(guide).get_trace(context, N_PAST)
+        guide_trace = poutine.trace(svg.guide).get_trace(context, N_PAST)
         own = _replay(svg.model, guide_trace, context)
         swapped = _replay(swap_prior(fixed_prior, from_step=N_PAST)(svg.model), guide_trace, context)
     for t in range(1, N_FRAMES):
@@ -122,21 +121,21 @@ def test_fixed_swap_gives_standard_normal_z_only_at_generation_steps(context):
 
 
 def test_fixed_swap_through_predictive_draws_standard_normal_z(context):
-    svg, guide = built()
+    svg = built()
     shifted_prior(svg)
-    z = predict(svg, guide, context, N_PAST, N_FRAMES, 100, prior="fixed")["z"]  # (S, B, T-1, z)
+    z = predict(svg, context, N_PAST, N_FRAMES, 100, prior="fixed")["z"]  # (S, B, T-1, z)
     generated = z[:, :, N_PAST - 1:]
     assert abs(generated.mean().item()) < 0.05 and abs(generated.std().item() - 1) < 0.05
-    own = predict(svg, guide, context, N_PAST, N_FRAMES, 100)["z"][:, :, N_PAST - 1:]
+    own = predict(svg, context, N_PAST, N_FRAMES, 100)["z"][:, :, N_PAST - 1:]
     assert abs(own.mean().item() - 2) < 0.05  # without the swap: the learned prior, mean 2
 
 
 def test_learned_prior_of_another_model_runs_its_lstm_on_its_own_encodings(context):
-    svg, guide = built(seed=0)
-    other, _ = built(seed=1)
+    svg = built(seed=0)
+    other = built(seed=1)
     shifted_prior(other)
     with torch.no_grad():
-        guide_trace = poutine.trace(guide).get_trace(context, N_PAST)
+        guide_trace = poutine.trace(svg.guide).get_trace(context, N_PAST)
         trace = _replay(learned_prior_of(other, context, N_PAST)(svg.model), guide_trace, context)
         generated = trace.nodes["_RETURN"]["value"]  # means of x_1 .. x_4
         frames = [context[:, 0], context[:, 1], generated[:, 1], generated[:, 2]]
@@ -150,26 +149,26 @@ def test_learned_prior_of_another_model_runs_its_lstm_on_its_own_encodings(conte
 
 
 def test_learned_prior_of_the_model_itself_reproduces_its_own_samples(context):
-    svg, guide = built()
+    svg = built()
     pyro.set_rng_seed(5)
-    own = predict(svg, guide, context, N_PAST, N_FRAMES, 3)
+    own = predict(svg, context, N_PAST, N_FRAMES, 3)
     pyro.set_rng_seed(5)
-    via_handler = predict(svg, guide, context, N_PAST, N_FRAMES, 3, prior=svg)
+    via_handler = predict(svg, context, N_PAST, N_FRAMES, 3, prior=svg)
     torch.testing.assert_close(via_handler["z"], own["z"], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(via_handler["frames"], own["frames"], atol=1e-4, rtol=1e-4)
 
 
 def test_swaps_that_cannot_work_are_refused(context):
-    svg, guide = built()
-    det, det_guide = built("det")
-    fp, _ = built("svg-fp")
+    svg = built()
+    det = built("det")
+    fp = built("svg-fp")
     with pytest.raises(ValueError, match="no latent z"):
-        predict(det, det_guide, context, N_PAST, N_FRAMES, 1, prior="fixed")
+        predict(det, context, N_PAST, N_FRAMES, 1, prior="fixed")
     with pytest.raises(ValueError, match="SVG-LP"):
         learned_prior_of(fp, context, N_PAST)
-    other = build_model(preset("tiny", z_dim=3))[0].eval()
+    other = build_model(preset("tiny", z_dim=3)).eval()
     with pytest.raises(ValueError, match="same z_dim"):
-        predict(svg, guide, context, N_PAST, N_FRAMES, 1, prior=other)
+        predict(svg, context, N_PAST, N_FRAMES, 1, prior=other)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,9 +177,9 @@ def test_swaps_that_cannot_work_are_refused(context):
 
 def test_chunks_tile_samples_by_videos_exactly_once():
     videos = torch.rand(5, N_PAST, 1, 64, 64)
-    svg, guide = built()
+    svg = built()
     seen = np.zeros((7, 5), int)
-    for chunk in sample_chunks(svg, guide, videos, N_PAST, N_FRAMES, 7, max_batch=3):
+    for chunk in sample_chunks(svg, videos, N_PAST, N_FRAMES, 7, max_batch=3):
         assert chunk.frames.shape[:2] == (chunk.samples.stop - chunk.samples.start,
                                           chunk.videos.stop - chunk.videos.start)
         assert chunk.frames.shape[0] * chunk.frames.shape[1] <= 3
@@ -195,22 +194,22 @@ def test_chunks_tile_samples_by_videos_exactly_once():
 
 
 def test_batch_statistics_sampling_never_sees_a_single_video():
-    svg, guide = built()
+    svg = built()
     videos = torch.rand(3, N_PAST, 1, 64, 64)
-    chunks = list(sample_chunks(svg, guide, videos, N_PAST, N_FRAMES, 3, max_batch=2, bn="train"))
+    chunks = list(sample_chunks(svg, videos, N_PAST, N_FRAMES, 3, max_batch=2, bn="train"))
     assert all(c.videos.stop - c.videos.start >= 2 for c in chunks)
     assert sum((c.videos.stop - c.videos.start) * (c.samples.stop - c.samples.start) for c in chunks) == 9
 
 
 def test_chunked_sampling_matches_unchunked(context):
-    det, det_guide = built("det")
-    whole = generate(det, det_guide, context, N_PAST, N_FRAMES, 3, max_batch=100)
-    chunked = generate(det, det_guide, context, N_PAST, N_FRAMES, 3, max_batch=1)
+    det = built("det")
+    whole = generate(det, context, N_PAST, N_FRAMES, 3, max_batch=100)
+    chunked = generate(det, context, N_PAST, N_FRAMES, 3, max_batch=1)
     torch.testing.assert_close(chunked, whole)  # deterministic: equal whatever the chunks
     assert torch.equal(whole[0], whole[2])
-    svg, guide = built()
-    whole = generate(svg, guide, context, N_PAST, N_FRAMES, 3, max_batch=100)
-    chunked = generate(svg, guide, context, N_PAST, N_FRAMES, 3, max_batch=2)
+    svg = built()
+    whole = generate(svg, context, N_PAST, N_FRAMES, 3, max_batch=100)
+    chunked = generate(svg, context, N_PAST, N_FRAMES, 3, max_batch=2)
     assert whole.shape == chunked.shape == (3, 4, N_FRAMES, 1, 64, 64)
     for out in (whole, chunked):
         assert torch.equal(out[:, :, :N_PAST], context.expand(3, *context.shape))
@@ -218,19 +217,19 @@ def test_chunked_sampling_matches_unchunked(context):
 
 
 def test_batch_statistics_mode_changes_samples_but_not_the_model(context):
-    svg, guide = built()
+    svg = built()
     svg.train()
     before = {k: v.clone() for k, v in svg.state_dict().items()}
     pyro.set_rng_seed(0)
-    eval_mode = generate(svg, guide, context, N_PAST, N_FRAMES, 2, bn="eval")
+    eval_mode = generate(svg, context, N_PAST, N_FRAMES, 2, bn="eval")
     pyro.set_rng_seed(0)
-    train_mode = generate(svg, guide, context, N_PAST, N_FRAMES, 2, bn="train")
+    train_mode = generate(svg, context, N_PAST, N_FRAMES, 2, bn="train")
     assert not torch.allclose(eval_mode[:, :, N_PAST:], train_mode[:, :, N_PAST:], atol=1e-3)
     assert svg.training and all(m.training for m in svg.modules())
     for k, v in svg.state_dict().items():
         assert torch.equal(v, before[k]), k
     with pytest.raises(ValueError, match="BatchNorm mode"):
-        generate(svg, guide, context, N_PAST, N_FRAMES, 1, bn="batch")
+        generate(svg, context, N_PAST, N_FRAMES, 1, bn="batch")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,7 +343,7 @@ def test_every_input_is_checked_before_anything_is_sampled_or_written(checkpoint
 
 
 def test_a_run_without_progress_bar_says_how_long_it_will_take(checkpoints, tmp_path, capsys, monkeypatch):
-    from svg_pyro import evaluate as evaluation
+    from svg_pyro.evaluation import evaluate as evaluation
 
     monkeypatch.setattr(evaluation, "ESTIMATE_AFTER", 0.0)  # at once, not after 30 s
     assert run_subcommand("evaluate", ["--checkpoint", checkpoints["svg-lp"], "--out", str(tmp_path), "--samples", "4",
@@ -373,7 +372,7 @@ def test_cli_bounds_of_the_model_and_the_baseline(checkpoints, tmp_path, capsys)
     assert lp["iwae"]["20"]["per_video"] > lp["elbo"]["per_video"]
     # the deterministic model: every bound is the same number, its log-likelihood of the 3 videos,
     # here the Gaussian log density of each frame around the model's teacher-forced prediction
-    config, det_svg, _, _ = load_model(checkpoints["det"])
+    config, det_svg, _ = load_model(checkpoints["det"])
     test = make_datasets(config, split_lengths=(config.frames_per_video, config.n_past + 3))[1]
     videos = stack_videos(test, 3)
     with torch.no_grad():

@@ -10,9 +10,10 @@ from PIL import Image
 
 from svg_pyro.cli import run_subcommand
 from svg_pyro.config import preset
+from svg_pyro.data.video_store import MANIFEST, StoreWriter, read_manifest, split_path
 from svg_pyro.errors import InvalidInput
-from svg_pyro.train import train
-from svg_pyro.video_store import MANIFEST, StoreWriter, read_manifest, split_path
+from svg_pyro.training.train import train
+
 
 T = 24  # frames per source video
 

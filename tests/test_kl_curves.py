@@ -4,7 +4,7 @@ import json
 import numpy as np
 
 from svg_pyro.cli import run_subcommand
-from svg_pyro.kl_curves import smoothed
+from svg_pyro.evaluation.kl_curves import smoothed
 
 
 def test_smoothing_is_a_trailing_mean():
@@ -51,7 +51,7 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
 
 
 def test_probed_runs_get_motion_panels_and_a_line_of_their_last_scores(tmp_path, capsys):
-    from svg_pyro.kl_curves import x_values
+    from svg_pyro.evaluation.kl_curves import x_values
 
     _write_run(tmp_path / "a", [[0.1, 0.3], [0.5, 0.7], [0.6, 0.8]])
     plain = tmp_path / "plain.png"

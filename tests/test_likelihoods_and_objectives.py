@@ -7,14 +7,14 @@ import pytest
 import torch
 from pyro.infer import RenyiELBO
 
-from svg_pyro.build import build_model
 from svg_pyro.checkpoint import CheckpointError
 from svg_pyro.config import Config, preset
-from svg_pyro.datasets import training_batch
+from svg_pyro.data.datasets import training_batch
 from svg_pyro.errors import InvalidInput
+from svg_pyro.models.build import build_model
 from svg_pyro.models.likelihoods import LIKELIHOODS
-from svg_pyro.objective import make_elbo, training_objective
-from svg_pyro.train import train
+from svg_pyro.training.objective import make_elbo, training_objective
+from svg_pyro.training.train import train
 from tests.conftest import run_model_and_guide
 
 
@@ -36,10 +36,10 @@ def log_density_by_hand(likelihood, x, mean, scale):
 def test_frame_sites_score_the_frames_with_the_chosen_density(tiny_data, likelihood):
     config, train_set, _ = tiny_data
     config = preset("tiny", likelihood=likelihood)
-    svg, guide = build_model(config)
-    svg.eval(), guide.eval()
+    svg = build_model(config)
+    svg.eval()
     batch = training_batch(train_set, 0, 0, config.batch_size)
-    model_trace, _ = run_model_and_guide(svg, guide, batch, config.n_past)
+    model_trace, _ = run_model_and_guide(svg, batch, config.n_past)
     pixels = batch[0, 0].numel()
     expected_scale = {"gaussian": math.sqrt(config.beta * pixels / 2), "laplace": config.beta * pixels,
                       "bernoulli": None}[likelihood]
@@ -70,17 +70,17 @@ def test_iwae_loss_and_gradients_are_pyros_renyi_elbo_at_alpha_zero(tiny, partic
     """Same seed, same draws: the value against RenyiELBO.loss and the gradients against
     RenyiELBO.loss_and_grads (its normalised-weight surrogate; it finds the parameters in Pyro's
     param store, where the model and guide register them)."""
-    config, svg, guide, batch = tiny
-    svg.eval(), guide.eval()
+    config, svg, batch = tiny
+    svg.eval()
     renyi = RenyiELBO(alpha=0.0, num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=1)
     pyro.set_rng_seed(5)
-    expected = renyi.loss_and_grads(svg.model, guide, batch, config.n_past)
-    params = [p for p in list(svg.parameters()) + list(guide.parameters()) if p.grad is not None]
+    expected = renyi.loss_and_grads(svg.model, svg.guide, batch, config.n_past)
+    params = [p for p in list(svg.parameters()) if p.grad is not None]
     expected_grads = [p.grad.clone() for p in params]
     for p in params:
         p.grad = None
     pyro.set_rng_seed(5)
-    loss = make_elbo("iwae", particles).differentiable_loss(svg.model, guide, batch, config.n_past)
+    loss = make_elbo("iwae", particles).differentiable_loss(svg.model, svg.guide, batch, config.n_past)
     loss.backward()
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     assert len(params) > 10
@@ -89,14 +89,14 @@ def test_iwae_loss_and_gradients_are_pyros_renyi_elbo_at_alpha_zero(tiny, partic
 
 
 def test_iwae_with_one_particle_is_trace_elbo_and_more_particles_tighten_it(tiny):
-    config, svg, guide, batch = tiny
-    svg.eval(), guide.eval()
+    config, svg, batch = tiny
+    svg.eval()
     with torch.no_grad():  # a posterior away from the prior, so that the weights differ
-        guide.net.mu.bias.fill_(0.7)
+        svg.posterior.net.mu.bias.fill_(0.7)
     losses = {}
     for name, k in (("iwae", 1), ("trace", 1), ("iwae", 16), ("trace", 16)):
         pyro.set_rng_seed(2)
-        losses[name, k] = make_elbo(name, k).differentiable_loss(svg.model, guide, batch, config.n_past).item()
+        losses[name, k] = make_elbo(name, k).differentiable_loss(svg.model, svg.guide, batch, config.n_past).item()
     assert losses["iwae", 1] == pytest.approx(losses["trace", 1], rel=1e-6)
     # the same 16 draws: log of the mean weight >= the mean of the log weights (Jensen), strictly here
     assert losses["iwae", 16] < losses["trace", 16] - 1e-3
@@ -108,11 +108,11 @@ def test_vectorised_particles_of_the_deterministic_model_give_its_exact_loss(tin
     one loss, so the value must not depend on K, through the training objective as used in training."""
     config, train_set, _ = tiny_data
     config = preset("tiny", model="det")
-    svg, guide = build_model(config)
+    svg = build_model(config)
     svg.eval()
     batch = training_batch(train_set, 0, 0, config.batch_size)
-    one = training_objective(svg, guide, elbo, 1)(batch, config.n_past).item()
-    many = training_objective(svg, guide, elbo, 5)(batch, config.n_past).item()
+    one = training_objective(svg, elbo, 1)(batch, config.n_past).item()
+    many = training_objective(svg, elbo, 5)(batch, config.n_past).item()
     assert many == pytest.approx(one, rel=1e-6)
 
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from svg_pyro.datasets import stack_videos
-from svg_pyro.metrics import MSE_FLOOR, psnr, ssim
+from svg_pyro.data.datasets import stack_videos
+from svg_pyro.evaluation.metrics import MSE_FLOOR, psnr, ssim
 
 
 def skimage_ssim(x: torch.Tensor, y: torch.Tensor) -> float:

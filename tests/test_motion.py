@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from svg_pyro.config import preset
-from svg_pyro.motion import MotionProbe, certain_steps, digit_positions, extract_pair_positions, score_motion
-from svg_pyro.smmnist import StochasticMovingMNIST, velocity_table
-from svg_pyro.train import train
+from svg_pyro.data.smmnist import StochasticMovingMNIST, velocity_table
+from svg_pyro.evaluation.motion import (MotionProbe, certain_steps, digit_positions, extract_pair_positions,
+                                        score_motion)
+from svg_pyro.training.train import train
 
 
 def test_pair_search_is_the_least_squares_pair_found_by_brute_force():

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from svg_pyro.build import build_model
 from svg_pyro.config import preset
-from svg_pyro.networks import LSTM, Decoder, Encoder, GaussianLSTM
+from svg_pyro.models.build import build_model
+from svg_pyro.models.networks import LSTM, Decoder, Encoder, GaussianLSTM
 
 
 def _count(*modules):
@@ -13,8 +13,8 @@ def _count(*modules):
 
 @pytest.mark.parametrize("name,millions", [("smmnist", 12.61), ("bair", 22.83)])
 def test_reference_parameter_counts(name, millions):
-    svg, guide = build_model(preset(name))
-    assert _count(svg, guide) / 1e6 == pytest.approx(millions, abs=0.005)
+    svg = build_model(preset(name))
+    assert _count(svg) / 1e6 == pytest.approx(millions, abs=0.005)
 
 
 @pytest.mark.parametrize("arch", ["dcgan", "vgg"])
@@ -33,7 +33,7 @@ def test_encoder_decoder_shapes_and_skips(arch, size):
 
 
 def test_reference_initialisation():
-    svg, _ = build_model(preset("smmnist"))
+    svg = build_model(preset("smmnist"))
     conv = svg.encoder.stages[2][0].weight
     bn = svg.encoder.stages[2][1].weight
     assert conv.std().item() == pytest.approx(0.02, rel=0.02) and abs(conv.mean().item()) < 1e-3
@@ -67,7 +67,7 @@ def test_leading_dims_broadcast_like_separate_calls():
 def test_decoding_with_skip_terms_equals_convolving_the_concatenated_skips(arch):
     """The decoder splits each stage's first convolution into features + skip parts (the skip part
     computed once per skip frame); this must equal the convolution over [features, skip]."""
-    from svg_pyro.networks import Decoder, Encoder, init_weights
+    from svg_pyro.models.networks import Decoder, Encoder, init_weights
 
     torch.manual_seed(0)
     enc, dec = Encoder(arch, 1, 16, 8, 64), Decoder(arch, 1, 16, 8, 64)
@@ -96,7 +96,7 @@ def test_subpixel_form_equals_the_transposed_convolution():
     """The frame layer's sub-pixel form against torch's transposed convolution, values and grads."""
     import torch.nn.functional as F
 
-    from svg_pyro.networks import _subpixel_conv_transpose
+    from svg_pyro.models.networks import _subpixel_conv_transpose
 
     torch.manual_seed(0)
     x = torch.randn(5, 6, 9, 7, dtype=torch.float64, requires_grad=True)

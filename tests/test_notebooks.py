@@ -10,10 +10,11 @@ import torch
 from nbclient import NotebookClient
 
 from svg_pyro.config import preset
-from svg_pyro.train import train
+from svg_pyro.training.train import train
+
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = ("01_posterior_predictive", "02_swap_priors", "03_trajectory_distribution")
+NAMES = ("01_posterior_predictive", "02_swap_priors", "03_trajectory_distribution", "04_conditioning_and_surprise")
 MODELS = ("svg-lp", "svg-fp", "det")
 
 
@@ -50,6 +51,8 @@ def _environment(name, c, out):
         return {"SVG_CHECKPOINT_1DIGIT": c["svg-lp"], "SVG_CHECKPOINT_1DIGIT_FP": c["svg-fp"],
                 "SVG_CHECKPOINT_1DIGIT_DET": c["det"], "SVG_TRAJECTORY_SAMPLES": 2, "SVG_TRAJECTORY_DIGITS": 2,
                 "SVG_TRAJECTORY_OUT": out}
+    if name.startswith("04"):
+        return {"SVG_CHECKPOINT": c["svg-lp"], "SVG_NB_OUT": out, "SVG_NB_VIDEOS": 2, "SVG_NB_PARTICLES": 4}
     return {"SVG_CHECKPOINT": c["svg-lp"], "SVG_CHECKPOINT_FP": c["svg-fp"], "SVG_CHECKPOINT_DET": c["det"],
             "SVG_NB_OUT": out, "SVG_NB_VIDEOS": 3, "SVG_NB_SAMPLES": 4, "SVG_NB_HORIZON": 3}
 
@@ -72,5 +75,9 @@ def test_notebook_runs_top_to_bottom(name, checkpoints, tmp_path, monkeypatch):
             assert (out / figure).stat().st_size > 0
         text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
         assert "<- first step after the wall hit" in text and "TV before wall" in text
+    elif name.startswith("04"):
+        for query in ("goal", "between"):
+            result = json.loads((out / "04" / query / "condition.json").read_text())
+            assert result["videos"] == 2 and result["particles"] == 4 and "w1" in result["per_step"]["conditioned"]
     else:
         assert list(out.rglob("metrics.json"))

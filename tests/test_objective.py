@@ -8,20 +8,20 @@ from pyro import poutine
 from pyro.infer.inspect import get_dependencies
 from pyro.util import check_model_guide_match, check_site_shape
 
-from svg_pyro.build import build_model
 from svg_pyro.config import preset
-from svg_pyro.objective import loss_terms, make_elbo
-from svg_pyro.reference import plain_negative_elbo, reference_step_loss
+from svg_pyro.models.build import build_model
+from svg_pyro.training.objective import loss_terms, make_elbo
 from tests.conftest import run_model_and_guide
+from tests.reference import plain_negative_elbo, reference_step_loss
 
 
-def reference_loss_by_hand(svg, guide, videos, n_past, zs, beta):
+def reference_loss_by_hand(svg, videos, n_past, zs, beta):
     """Denton & Fergus's loss, sum_t [mean-pixel MSE + beta * KL_t], batch mean, for given z's."""
     h, skips = svg.encoder(videos)
     mse = kl = 0.0
     post_state = prior_state = pred_state = None
     for t in range(1, videos.shape[1]):
-        mu_q, sig_q, post_state = guide.net(h[:, t], post_state)
+        mu_q, sig_q, post_state = svg.posterior.net(h[:, t], post_state)
         mu_p, sig_p, prior_state = svg.prior.net(h[:, t - 1], prior_state)
         kl = kl + (torch.log(sig_p / sig_q) + (sig_q**2 + (mu_q - mu_p) ** 2) / (2 * sig_p**2) - 0.5).sum(-1).mean()
         g, pred_state = svg.predictor(torch.cat([h[:, t - 1], zs[t]], -1), pred_state)
@@ -31,28 +31,28 @@ def reference_loss_by_hand(svg, guide, videos, n_past, zs, beta):
 
 
 def test_meanfield_elbo_is_reference_loss_over_beta_plus_constant(tiny):
-    config, svg, guide, batch = tiny
-    svg.eval(), guide.eval()  # fixed BatchNorm statistics: every network call is deterministic
-    guide_trace = poutine.trace(guide).get_trace(batch, config.n_past)
+    config, svg, batch = tiny
+    svg.eval()  # fixed BatchNorm statistics: every network call is deterministic
+    guide_trace = poutine.trace(svg.guide).get_trace(batch, config.n_past)
     zs = {int(n[2:]): s["value"] for n, s in guide_trace.nodes.items() if n.startswith("z_")}
-    neg_elbo = make_elbo("meanfield").loss(svg.model, poutine.replay(guide, trace=guide_trace), batch, config.n_past)
+    neg_elbo = make_elbo("meanfield").loss(svg.model, poutine.replay(svg.guide, trace=guide_trace), batch, config.n_past)
 
     B, T = batch.shape[:2]
     D = batch[0, 0].numel()
     sigma2 = config.beta * D / 2
     assert math.isclose(sigma2, 0.2048)  # 1e-4 * 64 * 64 / 2: beta and frame size of the SM-MNIST reference
     const = (T - 1) * D / 2 * math.log(2 * math.pi * sigma2)
-    expected = reference_loss_by_hand(svg, guide, batch, config.n_past, zs, config.beta) / config.beta + const
+    expected = reference_loss_by_hand(svg, batch, config.n_past, zs, config.beta) / config.beta + const
     assert neg_elbo / B == pytest.approx(expected, rel=1e-5)
 
 
 def test_plain_torch_twin_matches_pyro(tiny):
-    config, svg, guide, batch = tiny
-    svg.eval(), guide.eval()
+    config, svg, batch = tiny
+    svg.eval()
     torch.manual_seed(3)
-    pyro_loss = make_elbo("meanfield").loss(svg.model, guide, batch, config.n_past)
+    pyro_loss = make_elbo("meanfield").loss(svg.model, svg.guide, batch, config.n_past)
     torch.manual_seed(3)  # same z draws: both take one standard normal per step, in step order
-    plain = plain_negative_elbo(svg, guide, batch, config.n_past).item()
+    plain = plain_negative_elbo(svg, batch, config.n_past).item()
     assert plain == pytest.approx(pyro_loss, rel=1e-5)
 
 
@@ -61,15 +61,15 @@ def test_reference_step_transcription_equals_the_elbo_in_reference_units(tiny_da
     -ELBO with skip_frame="second-last" are the same objective: loss = (-ELBO / B - const) * beta."""
     config, train_set, _ = tiny_data
     config = preset("tiny", skip_frame="second-last", n_past=3)
-    svg, guide = build_model(config)
-    svg.eval(), guide.eval()  # BatchNorm running statistics: per-frame and batched encodings agree
-    from svg_pyro.datasets import training_batch
+    svg = build_model(config)
+    svg.eval()  # BatchNorm running statistics: per-frame and batched encodings agree
+    from svg_pyro.data.datasets import training_batch
 
     batch = training_batch(train_set, 0, 1, config.batch_size)
     torch.manual_seed(5)
-    neg_elbo = make_elbo("meanfield").loss(svg.model, guide, batch, config.n_past)
+    neg_elbo = make_elbo("meanfield").loss(svg.model, svg.guide, batch, config.n_past)
     torch.manual_seed(5)  # one standard normal per step, in step order, in both
-    loss, mse_t, kl_t = reference_step_loss(svg, guide, batch, config.n_past, config.beta)
+    loss, mse_t, kl_t = reference_step_loss(svg, batch, config.n_past, config.beta)
     B, T = batch.shape[:2]
     D = batch[0, 0].numel()
     const = (T - 1) * D / 2 * math.log(2 * math.pi * config.beta * D / 2)
@@ -81,11 +81,11 @@ def test_reference_step_transcription_equals_the_elbo_in_reference_units(tiny_da
 @pytest.mark.parametrize("kl_weight", [1.0, 0.3])
 def test_trace_elbo_agrees_with_analytic_kl_in_expectation(kl_weight):
     config = preset("tiny", kl_weight=kl_weight, batch_size=2, n_future=2)
-    svg, guide = build_model(config)
-    svg.eval(), guide.eval()
+    svg = build_model(config)
+    svg.eval()
     with torch.no_grad():  # move the posterior away from the prior so the KL is worth estimating
-        guide.net.mu.bias.fill_(0.7)
-    from svg_pyro.datasets import make_datasets, training_batch
+        svg.posterior.net.mu.bias.fill_(0.7)
+    from svg_pyro.data.datasets import make_datasets, training_batch
 
     batch = training_batch(make_datasets(config)[0], 0, 0, config.batch_size)
     diffs = []
@@ -94,11 +94,11 @@ def test_trace_elbo_agrees_with_analytic_kl_in_expectation(kl_weight):
         for name in ("trace", "meanfield"):
             pyro.set_rng_seed(seed)  # same z draws: the reconstruction terms cancel
             elbo = make_elbo(name, num_particles=64, vectorize_particles=True)
-            losses.append(elbo.loss(svg.model, guide, batch, config.n_past))
+            losses.append(elbo.loss(svg.model, svg.guide, batch, config.n_past))
         diffs.append(losses[0] - losses[1])
     diffs = torch.tensor(diffs, dtype=torch.float64)
     # Analytic KL of the batch for scale: the estimate must be unbiased against it.
-    model_trace, guide_trace = run_model_and_guide(svg, guide, batch, config.n_past)
+    model_trace, guide_trace = run_model_and_guide(svg, batch, config.n_past)
     kl_total = loss_terms(model_trace, guide_trace)["kl"] * config.batch_size * kl_weight
     assert kl_total > 1.0
     se = diffs.std() / math.sqrt(len(diffs))
@@ -106,8 +106,8 @@ def test_trace_elbo_agrees_with_analytic_kl_in_expectation(kl_weight):
 
 
 def test_pyro_validators_model_guide_match_and_site_shapes(tiny):
-    config, svg, guide, batch = tiny
-    model_trace, guide_trace = run_model_and_guide(svg, guide, batch, config.n_past)
+    config, svg, batch = tiny
+    model_trace, guide_trace = run_model_and_guide(svg, batch, config.n_past)
     check_model_guide_match(model_trace, guide_trace, max_plate_nesting=1)
     for trace in (model_trace, guide_trace):
         trace.compute_log_prob()
@@ -124,11 +124,11 @@ def test_pyro_validators_model_guide_match_and_site_shapes(tiny):
 
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            make_elbo("trace").loss(svg.model, guide, batch, config.n_past)
+            make_elbo("trace").loss(svg.model, svg.guide, batch, config.n_past)
 
 
 def test_prior_has_no_latent_parents(tiny):
-    config, svg, _, batch = tiny
+    config, svg, batch = tiny
     deps = get_dependencies(svg.model, (batch, config.n_past))["prior_dependencies"]
     T = batch.shape[1]
     for t in range(1, T):
@@ -139,18 +139,17 @@ def test_prior_has_no_latent_parents(tiny):
 def test_kl_weight_must_scale_both_model_and_guide(tiny):
     """The scaled ELBO equals recon + w * KL only because the guide is scaled too."""
     config = preset("tiny", kl_weight=0.25)
-    svg, guide = build_model(config)
-    svg.eval(), guide.eval()
+    svg = build_model(config)
+    svg.eval()
     with torch.no_grad():
-        guide.net.mu.bias.fill_(0.7)
-    from svg_pyro.datasets import make_datasets, training_batch
+        svg.posterior.net.mu.bias.fill_(0.7)
+    from svg_pyro.data.datasets import make_datasets, training_batch
 
     batch = training_batch(make_datasets(config)[0], 0, 0, config.batch_size)
-    guide_trace = poutine.trace(guide).get_trace(batch, config.n_past)
-    replayed = poutine.replay(guide, trace=guide_trace)
+    guide_trace = poutine.trace(svg.guide).get_trace(batch, config.n_past)
+    replayed = poutine.replay(svg.guide, trace=guide_trace)
     scaled = make_elbo("meanfield").loss(svg.model, replayed, batch, config.n_past)
-    svg.kl_weight = 1.0  # the guide reads the model's
-    assert guide.kl_weight == 1.0
+    svg.kl_weight = 1.0  # one weight for the z sites of model and guide
     unscaled = make_elbo("meanfield").loss(svg.model, replayed, batch, config.n_past)
     model_trace = poutine.trace(poutine.replay(svg.model, trace=guide_trace)).get_trace(batch, config.n_past)
     kl = loss_terms(model_trace, guide_trace)["kl"] * config.batch_size
@@ -164,15 +163,15 @@ def test_the_on_device_elbos_equal_pyros_own_without_reading_the_device(tiny, mo
     the same draws, and read no tensor back to the host while doing it."""
     from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
-    config, svg, guide, batch = tiny
-    svg.eval(), guide.eval()
-    params = list(svg.parameters()) + list(guide.parameters())
+    config, svg, batch = tiny
+    svg.eval()
+    params = list(svg.parameters())
 
     def loss_and_grads(elbo):
         torch.manual_seed(3)
         for p in params:
             p.grad = None
-        loss = elbo.differentiable_loss(svg.model, guide, batch, config.n_past)
+        loss = elbo.differentiable_loss(svg.model, svg.guide, batch, config.n_past)
         loss.backward()
         return loss.detach(), [p.grad.clone() for p in params]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,8 +34,10 @@ def test_the_wheel_installs_everything_under_svg_pyro(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names}
     assert top == {"svg_pyro", next(t for t in top if t.endswith(".dist-info"))}
-    assert {"svg_pyro/models/svg.py", "svg_pyro/models/priors.py",
-            "svg_pyro/guides/posterior.py"} <= set(names)
+    sources = {f"svg_pyro/{p.relative_to(ROOT / 'svg_pyro').as_posix()}" for p in (ROOT / "svg_pyro").rglob("*.py")}
+    sources |= {f"svg_pyro/{p.relative_to(ROOT).as_posix()}" for d in ("models", "guides") for p in (ROOT / d).glob("*.py")}
+    assert "svg_pyro/models/svg.py" in sources and "svg_pyro/data/smmnist.py" in sources
+    assert sorted(sources - set(names)) == []  # every module of every sub-package is in the wheel
 
 
 def _foreign_models(tmp_path):

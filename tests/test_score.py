@@ -8,8 +8,9 @@ import torch
 
 from svg_pyro.checkpoint import load_model
 from svg_pyro.cli import run_subcommand
-from svg_pyro.datasets import make_datasets, stack_videos
-from svg_pyro.score import score_videos
+from svg_pyro.data.datasets import make_datasets, stack_videos
+from svg_pyro.evaluation.score import score_videos
+
 
 JUMP_FRAME = 7
 
@@ -21,9 +22,9 @@ def _videos(config, count, frames=15):
 def test_the_deterministic_models_surprise_is_its_exact_density_per_frame():
     """Without a latent, -log p(x_t | x_<t) is the Gaussian density of x_t around the prediction
     from the true previous frames: written out by hand here."""
-    config, svg, guide, _ = load_model("smmnist-1digit-det")
+    config, svg, _ = load_model("smmnist-1digit-det")
     videos = _videos(config, 3, frames=12)
-    scores = score_videos(svg, guide, videos, config.n_past, particles=5)
+    scores = score_videos(svg, videos, config.n_past, particles=5)
     with torch.no_grad():
         means = svg.model(videos, config.n_past)
     exact = -torch.distributions.Normal(means, config.likelihood_scale).log_prob(videos[:, 1:]).sum((2, 3, 4))
@@ -32,14 +33,14 @@ def test_the_deterministic_models_surprise_is_its_exact_density_per_frame():
 
 
 def test_a_digit_that_jumps_20_pixels_is_the_surprise_and_earlier_frames_do_not_see_it():
-    config, svg, guide, _ = load_model("smmnist-1digit-svg-lp")
+    config, svg, _ = load_model("smmnist-1digit-svg-lp")
     videos = _videos(config, 8)
     jumped = videos.clone()
     jumped[:, JUMP_FRAME:] = torch.roll(videos[:, JUMP_FRAME:], shifts=20, dims=-1)  # 20 px to the right
     torch.manual_seed(0)
-    plain = score_videos(svg, guide, videos, config.n_past, particles=10)["surprise"]
+    plain = score_videos(svg, videos, config.n_past, particles=10)["surprise"]
     torch.manual_seed(0)
-    jump = score_videos(svg, guide, jumped, config.n_past, particles=10)["surprise"]
+    jump = score_videos(svg, jumped, config.n_past, particles=10)["surprise"]
     at = JUMP_FRAME - 1  # column of frame 7 (frames 1..T-1)
     assert (jump[:, at] > plain[:, at] + 100).all(), (jump[:, at], plain[:, at])
     assert (jump[:, at] == jump.max(1)).mean() >= 0.75  # for most videos the jump is its most surprising frame

@@ -7,9 +7,9 @@ from svg_pyro import checkpoint
 from svg_pyro.checkpoint import CheckpointError, export_weights, load_model
 from svg_pyro.cli import run_subcommand
 from svg_pyro.config import preset
-from svg_pyro.datasets import make_datasets, stack_videos
-from svg_pyro.sampling import generate
-from svg_pyro.train import train
+from svg_pyro.data.datasets import make_datasets, stack_videos
+from svg_pyro.inference.sampling import generate, sample_fingerprint
+from svg_pyro.training.train import train
 
 
 @pytest.fixture(scope="module")
@@ -21,18 +21,18 @@ def run(tmp_path_factory):
 
 
 def _frames(path):
-    config, svg, guide, _ = load_model(path)
+    config, svg, _ = load_model(path)
     test = make_datasets(config)[1]
     videos = stack_videos(test, 2)
     torch.manual_seed(0)
-    return generate(svg, guide, videos, config.n_past, videos.shape[1], 2)
+    return generate(svg, videos, config.n_past, videos.shape[1], 2)
 
 
 def test_exported_weights_generate_what_the_run_generates(run, tmp_path, monkeypatch, capsys):
     assert run_subcommand("export", [str(run / "checkpoint.pt"), str(tmp_path / "lp.pt")]) == 0
     assert "svg-lp at step 3" in capsys.readouterr().out
     state = torch.load(tmp_path / "lp.pt", weights_only=True)
-    assert set(state) == {"format", "config", "step", "model", "guide", "fp16"}  # no optimizer, no RNG
+    assert set(state) == {"format", "config", "step", "model", "fp16"}  # no optimizer, no RNG
     assert torch.equal(_frames(tmp_path / "lp.pt"), _frames(run / "checkpoint.pt"))
     # a short name resolves in the shipped folder, for the library and the commands alike
     monkeypatch.setattr(checkpoint, "SHIPPED", tmp_path)
@@ -48,8 +48,8 @@ def test_half_weights_are_half_the_size_and_load_as_fp32(run, tmp_path):
     export_weights(run / "checkpoint.pt", tmp_path / "half.pt", half=True)
     full, half = (tmp_path / "full.pt").stat().st_size, (tmp_path / "half.pt").stat().st_size
     assert half < 0.6 * full
-    _, svg, _, _ = load_model(tmp_path / "half.pt")
-    _, reference, _, _ = load_model(run / "checkpoint.pt")
+    _, svg, _ = load_model(tmp_path / "half.pt")
+    _, reference, _ = load_model(run / "checkpoint.pt")
     for a, b in zip(svg.parameters(), reference.parameters()):
         assert a.dtype == torch.float32
         torch.testing.assert_close(a, b.half().float())  # exactly the fp16 rounding of the weights
@@ -94,8 +94,8 @@ def test_every_shipped_model_samples_what_was_recorded_and_says_how_it_was_made(
         entry = manifest[name]
         assert re.fullmatch(rf"OMP_NUM_THREADS=1 python svi_train.py .* --out runs/ship/{name}", entry["command"])
         assert re.fullmatch(r"[0-9a-f]{7,40}", entry["commit"])
-        assert load_model(name)[3] == entry["steps"]
-        assert checkpoint.sample_fingerprint(name) == pytest.approx(entry["fingerprint"], abs=1e-4), name
+        assert load_model(name)[2] == entry["steps"]
+        assert sample_fingerprint(name) == pytest.approx(entry["fingerprint"], abs=1e-4), name
 
 
 def test_power_law_fit_recovers_an_exact_law_and_brackets_a_noisy_one():

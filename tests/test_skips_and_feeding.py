@@ -10,15 +10,14 @@ import torch
 from pyro import poutine
 from pyro.infer.inspect import get_dependencies
 
-from svg_pyro.bounds import path_terms
-from svg_pyro.build import build_model
 from svg_pyro.config import preset
+from svg_pyro.data.smmnist import StochasticMovingMNIST
 from svg_pyro.errors import InvalidInput
-from svg_pyro.guides.posterior import EmptyGuide
-from svg_pyro.motion import MotionProbe
-from svg_pyro.sites import latent_site
-from svg_pyro.smmnist import StochasticMovingMNIST
-from svg_pyro.train import train
+from svg_pyro.evaluation.bounds import path_terms
+from svg_pyro.evaluation.motion import MotionProbe
+from svg_pyro.models.build import build_model
+from svg_pyro.models.sites import latent_site
+from svg_pyro.training.train import train
 
 
 def _lively(*modules):
@@ -33,7 +32,7 @@ def _lively(*modules):
 
 
 def _det(skip_frame, feed="true"):
-    svg, _ = build_model(preset("tiny", model="det", skip_frame=skip_frame, feed=feed))
+    svg = build_model(preset("tiny", model="det", skip_frame=skip_frame, feed=feed))
     _lively(svg)
     return svg
 
@@ -65,7 +64,7 @@ def _det_by_hand(svg, videos, n_past, skip_frame, feed):
 @pytest.mark.parametrize("skip_frame", ["last", "previous", "none"])
 @pytest.mark.parametrize("feed", ["true", "own"])
 def test_the_model_is_the_hand_written_loop(tiny, skip_frame, feed):
-    _, _, _, batch = tiny
+    _, _, batch = tiny
     svg = _det(skip_frame, feed)
     with torch.no_grad():
         got = svg.model(batch, 2)
@@ -93,10 +92,10 @@ def test_a_decoder_without_skips_has_no_skip_weights_and_refuses_skip_terms():
 def test_feeding_its_own_prediction_trains_the_program_that_generates(tiny, skip_frame):
     """With feed "own", the model scoring all frames predicts exactly what generation from the
     conditioning frames predicts, for the same latent path; with "true" it does not."""
-    _, _, _, batch = tiny
+    _, _, batch = tiny
     config = preset("tiny", skip_frame=skip_frame, feed="own")
-    svg, guide = build_model(config)
-    _lively(svg, guide)
+    svg = build_model(config)
+    _lively(svg)
     n_past, frames = 2, batch.shape[1]
     path = {latent_site(t): torch.randn(batch.shape[0], config.z_dim) for t in range(1, frames)}
     with torch.no_grad():
@@ -111,7 +110,7 @@ def test_feeding_its_own_prediction_trains_the_program_that_generates(tiny, skip
 
 
 def test_scheduled_sampling_feeds_each_video_its_prediction_or_the_truth(tiny):
-    _, _, _, batch = tiny
+    _, _, batch = tiny
     svg = _det("previous", "own")
     batch = torch.cat([batch] * 8)  # 32 videos: a mix of both at probability 1/2
     with torch.no_grad():
@@ -136,12 +135,12 @@ def test_the_analytic_kl_elbo_stays_exact_when_the_prior_follows_the_models_own_
     still mean-field in z, so the analytic-KL ELBO must equal the sampled one, E_q[log p(x, z) - log q(z)]."""
     torch.manual_seed(0)
     config = preset("tiny", skip_frame="previous", feed="own", z_dim=2)
-    svg, guide = build_model(config)
+    svg = build_model(config)
     with torch.no_grad():
         svg.predictor.embed.weight[:, config.g_dim:] *= 30  # make the frames depend on z strongly
-    svg.eval(), guide.eval()
+    svg.eval()
     video = StochasticMovingMNIST("test", 5, num_digits=1, num_videos=1)[0][None]
-    terms = path_terms(svg, guide, video.expand(4000, -1, -1, -1, -1), 2)
+    terms = path_terms(svg, video.expand(4000, -1, -1, -1, -1), 2)
     analytic = (terms["loglik_t"].sum(1) - terms["kl_t"].sum(1)).double()
     sampled = terms["log_weight"].double()
     error = (sampled.std() / len(sampled) ** 0.5).item()
@@ -152,8 +151,8 @@ def test_the_analytic_kl_elbo_stays_exact_when_the_prior_follows_the_models_own_
 def test_fed_its_own_predictions_the_prior_depends_on_the_earlier_latents(tiny):
     """Pyro's dependency analysis sees what feeding changes: z_t's prior depends on z_<t exactly
     from the first step fed a prediction (t = n_past + 1) on; before it, on observed frames only."""
-    config, _, _, batch = tiny
-    svg, _ = build_model(preset("tiny", feed="own"))
+    config, _, batch = tiny
+    svg = build_model(preset("tiny", feed="own"))
     deps = get_dependencies(svg.model, (batch, config.n_past))["prior_dependencies"]
     for t in range(1, batch.shape[1]):
         parents = {f"z_{s}" for s in range(1, t)} if t > config.n_past else set()
@@ -196,11 +195,14 @@ class CopyLast(torch.nn.Module):
             unused = pyro.sample("unused", dist.Normal(0.0, 1.0))
         return fed + 0 * unused[..., None, None, None, None]
 
+    def guide(self, videos, n_past, n_frames=None):  # no latent: nothing to infer
+        pass
+
 
 def test_the_probe_scores_a_model_that_never_moves_as_the_true_displacement():
     dataset = StochasticMovingMNIST("test", 9, num_digits=1, num_videos=6, velocity="nonuniform")
     probe = MotionProbe(dataset, 4, videos=6, samples=2)
-    scores = probe(CopyLast(), EmptyGuide())
+    scores = probe(CopyLast())
     moved = np.linalg.norm(np.diff(probe.truth[:, :, 3:], axis=2), axis=-1)  # (K, D, 5): true displacements
     # teacher-forced, x_hat_t = x_{t-1}: off by the true displacement; free-running it never moves either
     assert scores["one_step_displacement_error_t"] == pytest.approx(moved.mean(axis=(0, 1)).tolist())

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from svg_pyro.smmnist import (DIGIT_SIZE, StochasticMovingMNIST, _draw_velocity,
-                              default_velocity_table, load_digits)
+from svg_pyro.data.smmnist import (DIGIT_SIZE, StochasticMovingMNIST, _draw_velocity, default_velocity_table,
+                                   load_digits)
+
 
 LIMIT = 64 - DIGIT_SIZE  # 32
 

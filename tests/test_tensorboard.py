@@ -6,7 +6,7 @@ import numpy as np
 from tensorboard.backend.event_processing import event_accumulator
 
 from svg_pyro.config import preset
-from svg_pyro.train import train
+from svg_pyro.training.train import train
 
 
 def _events(out):

@@ -1,17 +1,18 @@
 """Training end to end: the loss falls, resuming is exact, bad input fails clearly and safely."""
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from svg_pyro.checkpoint import CheckpointError, load_checkpoint
-from svg_pyro.config import preset
-from svg_pyro.datasets import check_video_values
-from svg_pyro.models.svg import check_video_shape
 from svg_pyro.cli import run_subcommand
-from svg_pyro.train import TrainingDiverged, train
+from svg_pyro.config import preset
+from svg_pyro.data.datasets import check_video_values
+from svg_pyro.models.svg import check_video_shape
+from svg_pyro.training.train import TrainingDiverged, train
 
 
 def _digest(path):
@@ -101,7 +102,7 @@ def test_loss_turning_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_bad_frames_name_the_problem(tiny):
-    config, svg, guide, batch = tiny
+    config, svg, batch = tiny
     with pytest.raises(ValueError, match=r"shape \(batch, time, 1, 64, 64\)"):
         svg.model(batch[:, :, :, :32], config.n_past)
     with pytest.raises(TypeError, match="floating-point"):
@@ -145,22 +146,22 @@ def test_logged_per_step_kl_equals_a_hand_computation(tmp_path, tiny_data, model
     networks at their initial weights on the same batch (the row is logged before the update)."""
     import pyro
 
-    from svg_pyro.build import build_model
-    from svg_pyro.datasets import training_batch
+    from svg_pyro.data.datasets import training_batch
+    from svg_pyro.models.build import build_model
 
     config = preset("tiny", model=model, elbo=elbo, steps=1, **FAST)
     row = train(config, tmp_path, progress=False)[0]
 
     pyro.clear_param_store()
     pyro.set_rng_seed(config.seed)
-    svg, guide = build_model(config)
+    svg = build_model(config)
     batch = training_batch(tiny_data[1], config.seed, 0, config.batch_size)
     with torch.no_grad():
         h, _ = svg.encoder(batch)
         q_state = p_state = None
         expected = []
         for t in range(1, batch.shape[1]):
-            q_mu, q_sigma, q_state = guide.net(h[:, t], q_state)
+            q_mu, q_sigma, q_state = svg.posterior.net(h[:, t], q_state)
             if model == "svg-lp":
                 p_mu, p_sigma, p_state = svg.prior.net(h[:, t - 1], p_state)
             else:
@@ -181,29 +182,31 @@ def test_a_format_1_checkpoint_written_by_pyro_optim_resumes_exactly(tmp_path, t
     import pyro
     from pyro.infer import SVI
 
-    from svg_pyro.build import build_model
     from svg_pyro.checkpoint import FORMAT, FORMAT_1, rng_state
-    from svg_pyro.datasets import training_batch
-    from svg_pyro.objective import make_elbo
+    from svg_pyro.data.datasets import training_batch
+    from svg_pyro.models.build import build_model
+    from svg_pyro.training.objective import make_elbo
 
     config = preset("tiny", steps=4, **FAST)
     whole = train(config, tmp_path / "whole", progress=False)
     assert load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["format"] == FORMAT
 
     pyro.set_rng_seed(config.seed)
-    svg, guide = build_model(config)
+    svg = build_model(config)
     optim = pyro.optim.Adam({"lr": config.lr, "betas": (0.9, 0.999)})
-    svi = SVI(svg.model, guide, optim, make_elbo(config.elbo))
+    svi = SVI(svg.model, svg.guide, optim, make_elbo(config.elbo))
     for step in range(2):
         with svg.share_encodings():
             svi.step(training_batch(tiny_data[1], config.seed, step, config.batch_size), config.n_past)
-    assert set(optim.get_state()) == {f"svg$$${n}" for n, _ in svg.named_parameters()} | {
-        f"posterior$$${n}" for n, _ in guide.named_parameters()}
+    assert set(optim.get_state()) == {f"svg$$${n}" for n, _ in svg.named_parameters()}
+    # format 1's layout: the posterior LSTM a module of its own, in the state and the optimizer
+    optimizer = {name.replace("svg$$$posterior.", "posterior$$$"): v for name, v in optim.get_state().items()}
+    model = {k: v for k, v in svg.state_dict().items() if not k.startswith("posterior.")}
+    guide = {k.removeprefix("posterior."): v for k, v in svg.state_dict().items() if k.startswith("posterior.")}
     old = tmp_path / "old"
     old.mkdir()
-    torch.save({"format": FORMAT_1, "config": config.to_dict(), "step": 2, "model": svg.state_dict(),
-                "guide": guide.state_dict(), "optimizer": optim.get_state(), "rng": rng_state()},
-               old / "checkpoint.pt")
+    torch.save({"format": FORMAT_1, "config": config.to_dict(), "step": 2, "model": model, "guide": guide,
+                "optimizer": optimizer, "rng": rng_state()}, old / "checkpoint.pt")
 
     resumed = train(config, old, resume=True, progress=False)
     keys = ("step", "loss", "mse", "kl_t")
@@ -211,17 +214,44 @@ def test_a_format_1_checkpoint_written_by_pyro_optim_resumes_exactly(tmp_path, t
     assert load_checkpoint(old / "checkpoint.pt")["format"] == FORMAT  # rewritten in today's format
 
 
+def test_a_format_2_run_written_before_model_and_guide_were_one_module_resumes_as_it_did(tmp_path):
+    """tests/data/format2-run: a real run directory written by the version whose guide was a module
+    of its own (checkpoint format 2, ``state["guide"]``, optimizer names "guide.program.net..."), and
+    the losses that version's ``--resume`` gave (resumed.json says the commands). Today it loads by
+    conversion, the guide's tensors become ``svg.posterior``'s, and it resumes to the same losses."""
+    import shutil
+
+    from svg_pyro.checkpoint import FORMAT, load_model
+    from svg_pyro.config import Config
+
+    data = Path(__file__).parent / "data" / "format2-run"
+    run = tmp_path / "run"
+    shutil.copytree(data, run)
+    old = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert old["format"] == "svg-pyro-checkpoint/2" and old["guide"]
+    _, svg, step = load_model(run / "checkpoint.pt")
+    state = svg.state_dict()
+    assert step == 2 and all(torch.equal(state[f"posterior.{k}"], v) for k, v in old["guide"].items())
+    assert all(torch.equal(state[k], v) for k, v in old["model"].items())
+
+    expected = json.loads((data / "resumed.json").read_text())["losses_after_resume"]
+    config = Config.from_dict({**json.loads((run / "config.json").read_text()), "steps": 4})
+    rows = train(config, run, resume=True, progress=False)
+    assert {str(r["step"]): r["loss"] for r in rows} == pytest.approx(expected, rel=1e-5)
+    assert load_checkpoint(run / "checkpoint.pt")["format"] == FORMAT
+
+
 def test_the_optimizer_state_is_saved_by_parameter_name(tmp_path):
     """Checkpoints hold torch's optimizer state_dict with the objective's parameter names; one whose
     names do not match the model is refused with a one-line reason, and the run is left as it was."""
-    from svg_pyro.build import build_model
-    from svg_pyro.objective import training_objective
+    from svg_pyro.models.build import build_model
+    from svg_pyro.training.objective import training_objective
 
     config = preset("tiny", steps=2, **FAST)
     train(config, tmp_path, progress=False)
     state = load_checkpoint(tmp_path / "checkpoint.pt")
-    svg, guide = build_model(config)
-    names = [n for n, _ in training_objective(svg, guide, config.elbo).named_parameters()]
+    svg = build_model(config)
+    names = [n for n, _ in training_objective(svg, config.elbo).named_parameters()]
     group = state["optimizer"]["param_groups"][0]
     assert group["param_names"] == names and names[0].startswith("model.program.encoder")
     assert sorted(state["optimizer"]["state"]) == list(range(len(names)))  # Adam's moments for every one
@@ -234,22 +264,23 @@ def test_the_optimizer_state_is_saved_by_parameter_name(tmp_path):
 
 
 def test_plain_pyro_svi_trains_every_parameter_of_each_new_model(tiny_data):
-    """The Pyro habit, ``SVI(svg.model, guide, pyro.optim.Adam, TraceMeanField_ELBO())``, with no
+    """The Pyro habit, ``SVI(svg.model, svg.guide, pyro.optim.Adam, TraceMeanField_ELBO())``, with no
     wrapper and no param-store clearing: three steps change every parameter of model and guide, and
     a second model built afterwards in the same process trains its own parameters, not the first's."""
     import pyro
     from pyro.infer import SVI, TraceMeanField_ELBO
 
-    from svg_pyro.build import build_model
-    from svg_pyro.datasets import training_batch
+    from svg_pyro.data.datasets import training_batch
+    from svg_pyro.models.build import build_model
 
     config = preset("tiny")
     for seed in (0, 1):
         pyro.set_rng_seed(seed)
-        svg, guide = build_model(config)
-        params = dict(svg.named_parameters()) | {f"guide.{n}": p for n, p in guide.named_parameters()}
+        svg = build_model(config)
+        params = dict(svg.named_parameters())
+        assert any(n.startswith("posterior.") for n in params)  # the guide's LSTM among them
         before = {n: p.detach().clone() for n, p in params.items()}
-        svi = SVI(svg.model, guide, pyro.optim.Adam({"lr": 1e-2}), TraceMeanField_ELBO())
+        svi = SVI(svg.model, svg.guide, pyro.optim.Adam({"lr": 1e-2}), TraceMeanField_ELBO())
         for step in range(3):
             svi.step(training_batch(tiny_data[1], seed, step, config.batch_size), config.n_past)
         unchanged = [n for n, p in params.items() if torch.equal(p.detach(), before[n])]
@@ -264,38 +295,36 @@ def test_svi_trains_the_same_modules_as_the_loop(tiny_data):
     import pyro
     from pyro.infer import SVI
 
-    from svg_pyro.build import build_model
-    from svg_pyro.datasets import training_batch
-    from svg_pyro.distributed import World
-    from svg_pyro.objective import make_elbo, training_objective
-    from svg_pyro.train import training_step
+    from svg_pyro.data.datasets import training_batch
+    from svg_pyro.models.build import build_model
+    from svg_pyro.training.distributed import World
+    from svg_pyro.training.objective import make_elbo, training_objective
+    from svg_pyro.training.train import training_step
 
     config = preset("tiny")
-    svg, guide = build_model(config)
+    svg = build_model(config)
     batch = training_batch(tiny_data[1], config.seed, 0, config.batch_size)
-    svg2, guide2 = copy.deepcopy((svg, guide))
-    assert guide2.encode.__self__ is svg2  # the copy's guide encodes with the copy's encoder
+    svg2 = copy.deepcopy(svg)
     before = {n: p.detach().clone() for n, p in svg.named_parameters()}
 
     pyro.set_rng_seed(1)
     with svg.share_encodings():
-        SVI(svg.model, guide, pyro.optim.Adam({"lr": config.lr}), make_elbo(config.elbo)).step(
+        SVI(svg.model, svg.guide, pyro.optim.Adam({"lr": config.lr}), make_elbo(config.elbo)).step(
             batch, config.n_past)
     pyro.set_rng_seed(1)
-    objective = training_objective(svg2, guide2, config.elbo)
+    objective = training_objective(svg2, config.elbo)
     optimizer = torch.optim.Adam(objective.named_parameters(), lr=config.lr)
     training_step(objective, optimizer, svg2, batch, config.n_past, World())
-    for (name, p), (_, q) in zip(list(svg.named_parameters()) + list(guide.named_parameters()),
-                                 list(svg2.named_parameters()) + list(guide2.named_parameters())):
+    for (name, p), (_, q) in zip(svg.named_parameters(), svg2.named_parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
     assert any(not torch.equal(p, before[n]) for n, p in svg.named_parameters())  # a step was taken
 
 
 def test_bf16_autocast_runs_the_networks_in_bf16_and_keeps_the_densities_fp32(tiny):
-    from svg_pyro.objective import training_objective
+    from svg_pyro.training.objective import training_objective
 
-    config, svg, guide, batch = tiny
-    objective = training_objective(svg, guide, "meanfield")
+    config, svg, batch = tiny
+    objective = training_objective(svg, "meanfield")
     seen = []
     svg.encoder.register_forward_hook(lambda module, args, out: seen.append(out[0].dtype))
     losses = {}
@@ -321,15 +350,14 @@ def test_compiled_networks_train_as_the_eager_ones(tmp_path):
     compiled = train(preset("tiny", compile=True, **common), tmp_path / "compiled", progress=False)
     np.testing.assert_allclose([r["loss"] for r in compiled], [r["loss"] for r in eager], rtol=1e-4)
     states = [load_checkpoint(tmp_path / run / "checkpoint.pt") for run in ("eager", "compiled")]
-    for key in ("model", "guide"):
-        assert list(states[0][key]) == list(states[1][key])
+    assert list(states[0]["model"]) == list(states[1]["model"])
     assert (tmp_path / "compiled" / "samples_000003.png").is_file()
     resumed = train(preset("tiny", **{**common, "steps": 4}), tmp_path / "compiled", resume=True, progress=False)
     assert [r["step"] for r in resumed] == [4]
 
 
 def test_batches_and_losses_do_not_depend_on_the_number_of_workers(tmp_path, tiny_data):
-    from svg_pyro.datasets import training_batch, training_batches
+    from svg_pyro.data.datasets import training_batch, training_batches
 
     steps = range(3, 8)
     inline = list(training_batches(tiny_data[1], 0, 4, steps, workers=0))

@@ -7,9 +7,9 @@ import torch
 import svg_pyro
 from svg_pyro.checkpoint import CheckpointError, export_weights
 from svg_pyro.config import preset
+from svg_pyro.data.smmnist import StochasticMovingMNIST
 from svg_pyro.errors import InvalidInput
-from svg_pyro.smmnist import StochasticMovingMNIST
-from svg_pyro.train import train
+from svg_pyro.training.train import train
 
 
 @pytest.fixture(scope="module")

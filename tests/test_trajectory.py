@@ -10,12 +10,14 @@ import torch.nn.functional as F
 
 from svg_pyro.cli import run_subcommand
 from svg_pyro.config import preset
-from svg_pyro.smmnist import (DIGIT_SIZE, StochasticMovingMNIST, allowed_velocity_table,
-                              default_velocity_table, load_digits, simulate_trajectory,
-                              true_displacement_distributions, velocity_table)
-from svg_pyro.displacements import (crop, displacement_histogram, displacements, embed, first_random_step,
-                                    total_variation, wasserstein)
-from svg_pyro.trajectory import StudyData, build_report, extract_positions, find_trajectory, score_positions
+from svg_pyro.data.smmnist import (DIGIT_SIZE, StochasticMovingMNIST, allowed_velocity_table,
+                                   default_velocity_table, load_digits, simulate_trajectory,
+                                   true_displacement_distributions, velocity_table)
+from svg_pyro.evaluation.displacements import (crop, displacement_histogram, displacements, embed,
+                                               first_random_step, total_variation, wasserstein)
+from svg_pyro.evaluation.trajectory import (StudyData, build_report, extract_positions, find_trajectory,
+                                            score_positions)
+
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 64 - DIGIT_SIZE  # drawn positions are 0..31
@@ -328,7 +330,7 @@ def test_report_of_hand_made_positions():
 
 @pytest.fixture(scope="module")
 def tiny_checkpoints(tmp_path_factory):
-    from svg_pyro.train import train
+    from svg_pyro.training.train import train
 
     root = tmp_path_factory.mktemp("tiny_1digit")
     paths = {}

@@ -20,10 +20,11 @@ import numpy as np
 import pytest
 import torch
 
-from svg_pyro import prepare, tfrecord, video_store
 from svg_pyro.cli import run_subcommand
 from svg_pyro.config import preset
-from svg_pyro.datasets import make_datasets, training_batch
+from svg_pyro.data import prepare, tfrecord, video_store
+from svg_pyro.data.datasets import make_datasets, training_batch
+
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -410,7 +411,7 @@ def test_bair_rerun_skips_and_corrupt_records_are_reported(bair, tmp_path, capsy
 
 
 def test_training_runs_on_prepared_kth(kth, tmp_path):
-    from svg_pyro.train import train
+    from svg_pyro.training.train import train
 
     _, store, _ = kth
     config = kth_config(store, width=4, g_dim=8, z_dim=2, rnn_size=8, batch_size=2, n_past=2,
@@ -422,8 +423,8 @@ def test_training_runs_on_prepared_kth(kth, tmp_path):
 
 
 def test_evaluation_runs_on_prepared_kth(kth, tmp_path):
-    from svg_pyro.evaluate import evaluate
-    from svg_pyro.train import train
+    from svg_pyro.evaluation.evaluate import evaluate
+    from svg_pyro.training.train import train
 
     _, store, _ = kth
     config = kth_config(store, width=4, g_dim=8, z_dim=2, rnn_size=8, batch_size=2, n_past=2,

@@ -1,0 +1,1 @@
+"""Inference queries on a trained model: sampling futures, conditioning on any frames."""

@@ -1,0 +1,225 @@
+"""Futures consistent with frames observed at any steps: sequential Monte Carlo over SVG's latents.
+
+SVG's guide q(z_t | x_{1:t}) knows only the past, so a frame observed after a gap (a goal frame, the
+far end of an interval to fill in) needs inference. ``condition`` runs ``pyro.infer.SMCFilter`` on
+each video with S particles (latent paths):
+
+- the conditioning frames 0..n_past-1 are handled as generation handles them: z_t from the guide,
+  not weighed. Without later observations the particles are therefore draws of ``generate``;
+- each later step t runs the model's own step (``SVG.step``) on every particle, z_t proposed from
+  the prior (a bootstrap filter: proposal and prior cancel in the weights);
+- a frame observed at step t is scored by its likelihood, p(x_t | particle)^temperature multiplies
+  the particle's weight, and the frame is fed to the recurrence (and the skips, as the model's skip
+  setting says), as in training. The filter resamples the particles (systematically) whenever the
+  effective sample size (ESS) falls under half their number.
+
+With ``temperature`` 1 the particles target the model's own posterior given every observed frame.
+A likelihood over thousands of pixels is sharp (a digit a few pixels off loses tens of nats), so
+the weights may fall on one particle (ESS near 1): the draws then repeat that particle. A
+temperature below 1 is tempering: the weights follow p(x_obs | path)^temperature, as if each observed
+frame were a 1/temperature times noisier measurement, so more paths keep weight (a higher ESS)
+at the price of a broader posterior than the model's. ``ess`` reports the effective sample size
+at each observed step after the conditioning frames, before resampling.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import SMCFilter
+from pyro.poutine.messenger import Messenger
+from tqdm.auto import tqdm
+
+from svg_pyro.errors import InvalidInput
+from svg_pyro.models.sites import latent_site
+from svg_pyro.models.svg import Carry, check_video_shape
+
+
+@dataclass
+class Conditioned:
+    frames: torch.Tensor  # (samples, B, n_frames, C, H, W): the given frames 0..n_past-1, then predicted means
+    ess: np.ndarray  # (B, len(later)): effective sample size at each observed step after n_past
+    later: list[int]  # the observed steps after the conditioning frames
+    particles: int
+    temperature: float
+
+
+def parse_steps(spec: str, n_frames: int) -> list[int]:
+    """"0-4,14" -> [0, 1, 2, 3, 4, 14]: frame indices, each below ``n_frames``."""
+    steps = set()
+    try:
+        for part in spec.split(","):
+            first, _, last = part.strip().partition("-")
+            steps.update(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise InvalidInput(f"--observe {spec!r} is not a list of frames and ranges such as 0-4,14") from None
+    if not steps or min(steps) < 0 or max(steps) >= n_frames:
+        raise InvalidInput(f"--observe {spec!r} must name frames within 0..{n_frames - 1} (--frames {n_frames})")
+    return sorted(steps)
+
+
+class _Temper(Messenger):
+    """Scales the log-likelihood of observed sites by ``temperature`` (tempering)."""
+
+    def __init__(self, temperature: float):
+        super().__init__()
+        self.temperature = temperature
+
+    def _pyro_sample(self, msg):
+        if msg["is_observed"]:
+            msg["scale"] = msg["scale"] * self.temperature
+
+
+_CARRY = tuple(f.name for f in dataclasses.fields(Carry))
+
+
+def _store(state, carry: Carry) -> None:
+    """The recurrence's tensors in the filter's state (resampled with the particles)."""
+    for key in [k for k in state if k[0] in _CARRY]:
+        del state[key]
+
+    def put(key, value):
+        if torch.is_tensor(value):
+            state[key] = value
+        elif value is not None:
+            for i, part in enumerate(value):
+                put(key + (i,), part)
+
+    for name in _CARRY:
+        put((name,), getattr(carry, name))
+
+
+def _load(state) -> Carry:
+    def get(key):
+        if key in state:
+            return state[key]
+        parts = [k[len(key)] for k in state if k[:len(key)] == key and len(k) > len(key)]
+        return [get(key + (i,)) for i in range(max(parts) + 1)] if parts else None
+
+    return Carry(*(get((name,)) for name in _CARRY))
+
+
+class _Model:
+    """SMCFilter's model: SVG's steps after the conditioning frames, for one video."""
+
+    def __init__(self, svg, given, n_frames: int, temperature: float):
+        self.svg, self.given, self.n_frames, self.temperature = svg, given, n_frames, temperature
+
+    def init(self, state, carry: Carry):
+        _store(state, carry)
+
+    def step(self, state, t: int):
+        with _Temper(self.temperature):
+            x_hat, carry = self.svg.step(self.given, _load(state), t, feed_next=t + 1 < self.n_frames)
+        _store(state, carry)
+        state[("frame", t)] = x_hat
+
+
+class _PriorProposal:
+    """SMCFilter's guide: z_t from the model's own prior (the weights keep the likelihood only)."""
+
+    def __init__(self, svg):
+        self.svg = svg
+
+    def init(self, state, carry: Carry):
+        pass
+
+    def step(self, state, t: int):
+        carry = _load(state)
+        prior, _ = self.svg.prior(carry.h_prev, carry.prior_state)
+        with poutine.scale(scale=self.svg.kl_weight):  # as the model's site: the two cancel
+            pyro.sample(latent_site(t), prior)
+
+
+class _RecordingFilter(SMCFilter):
+    """SMCFilter that keeps the ESS seen at each resampling decision. Reads the filter's weights
+    (``state._log_weights``), a private attribute of the pinned Pyro version."""
+
+    def __init__(self, *args, device, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.state._log_weights = self.state._log_weights.to(device)  # Pyro makes them on the CPU
+        self.ess = []
+
+    def _maybe_importance_resample(self):
+        probs = torch.softmax(self.state._log_weights, -1)
+        self.ess.append(float(1 / probs.dot(probs)))
+        super()._maybe_importance_resample()
+
+
+def _prefix(svg, given, particles: int) -> Carry:
+    """The recurrence after the conditioning frames, for each particle: z_t from the guide's
+    posterior (its network on the frames' encodings), the model replayed on it (as generation)."""
+    n_past = given.n_past
+    h = torch.stack(given.h[:n_past], 1)
+    guide = poutine.trace(svg.posterior).get_trace(h, svg.kl_weight)
+    carry = Carry(given.h[0])
+    with poutine.block(), poutine.replay(trace=guide), pyro.plate("videos", particles, dim=-1):
+        for t in range(1, n_past):
+            _, carry = svg.step(given, carry, t)
+    return carry
+
+
+@torch.no_grad()
+def run_filter(svg, video: torch.Tensor, n_past: int, observe, n_frames: int, particles: int,
+               temperature: float = 1.0) -> tuple[SMCFilter, list[float]]:
+    """The filter after the last step of one video (n_frames or more frames, C, H, W) given its
+    frames ``observe``: its state holds each particle's predicted frames (``state["frame", t]``
+    for t >= n_past) and its weights; also the ESS at each observed step after ``n_past``."""
+    device = next(svg.parameters()).device
+    one = svg.given_frames(video[None, :n_frames].to(device), n_past, observe)
+    # every particle reads the same given frames: their encodings are shared (expanded, not copied)
+    given = dataclasses.replace(one, videos=one.videos.expand(particles, *one.videos.shape[1:]),
+                                h=tuple(h.expand(particles, -1) for h in one.h))
+    smc = _RecordingFilter(_Model(svg, given, n_frames, temperature), _PriorProposal(svg), particles,
+                           max_plate_nesting=0, device=device)
+    smc.init(_prefix(svg, given, particles))
+    smc.ess.clear()  # the conditioning steps are not weighed
+    ess = []
+    for t in range(n_past, n_frames):
+        smc.step(t)
+        if t in one.observed:
+            ess.append(smc.ess[-1])
+    return smc, ess
+
+
+def condition_video(svg, video: torch.Tensor, n_past: int, observe, n_frames: int, samples: int,
+                    particles: int, temperature: float = 1.0) -> tuple[torch.Tensor, list[float]]:
+    """``samples`` futures (samples, n_frames, C, H, W) of one video, drawn from the filter's
+    weighted particles, and the ESS at each observed step after ``n_past``."""
+    smc, ess = run_filter(svg, video, n_past, observe, n_frames, particles, temperature)
+    pick = torch.multinomial(torch.softmax(smc.state._log_weights, -1), samples, replacement=True)
+    predicted = torch.stack([smc.state[("frame", t)][pick] for t in range(n_past, n_frames)], 1)
+    context = video[:n_past].to(predicted.device).expand(samples, -1, -1, -1, -1)
+    return torch.cat([context, predicted], 1), ess
+
+
+def condition(svg, videos: torch.Tensor, n_past: int, observe, n_frames: int, samples: int,
+              particles: int | None = None, temperature: float = 1.0, progress: bool = False) -> Conditioned:
+    """Futures of ``videos`` (B, >= n_frames, C, H, W) given their frames at the indices ``observe``
+    (which must hold the conditioning frames 0..n_past-1), by sequential Monte Carlo with
+    ``particles`` particles per video (default: ``samples``); one video at a time, so memory grows
+    with the particles, not the videos. See the module's docstring for what it targets."""
+    check_video_shape(videos, svg.frame_shape)
+    observe = sorted({int(t) for t in observe})
+    particles = samples if particles is None else particles
+    if svg.prior is None:
+        raise InvalidInput("the deterministic model has no latent: its one future cannot be conditioned; "
+                           "use an SVG-LP or SVG-FP model")
+    if videos.shape[1] < n_frames or max(observe) >= n_frames:
+        raise InvalidInput(f"the videos hold {videos.shape[1]} frames; observing {observe} over {n_frames} "
+                           "frames needs that many")
+    if samples < 1 or particles < 1 or not 0 < temperature <= 1:
+        raise InvalidInput("samples and particles must be at least 1 and the temperature in (0, 1]")
+    later = [t for t in observe if t >= n_past]
+    frames, ess = [], []
+    svg.eval()
+    for video in tqdm(videos, desc="conditioning", unit="video", disable=not progress):
+        f, e = condition_video(svg, video, n_past, observe, n_frames, samples, particles, temperature)
+        frames.append(f.cpu())
+        ess.append(e)
+    return Conditioned(torch.stack(frames, 1), np.array(ess).reshape(len(videos), len(later)), later,
+                       particles, temperature)

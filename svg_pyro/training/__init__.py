@@ -1,0 +1,1 @@
+"""Training: the ELBO objective, the SVI loop, run directories and signals, data parallelism, TensorBoard."""
