@@ -50,7 +50,8 @@ from svg_pyro.evaluation.bounds import heldout_kl
 from svg_pyro.checkpoint import load_model, resolve_checkpoint
 from svg_pyro.data.datasets import make_datasets, stack_videos
 from svg_pyro.evaluation.eval_plots import plot_kl_steps
-from svg_pyro.evaluation.evaluate import DEFAULT_HORIZON, evaluate, markdown_table
+from svg_pyro.evaluation.evaluate import DEFAULT_HORIZON, evaluate
+from svg_pyro.evaluation.summary import markdown_table
 from svg_pyro.evaluation.plots import video_mosaic
 from svg_pyro.inference.sampling import predict
 

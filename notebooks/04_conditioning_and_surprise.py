@@ -39,13 +39,13 @@ import os
 import warnings
 from pathlib import Path
 
+warnings.filterwarnings("ignore", message="IProgress not found")  # text progress bars are fine
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pyro
 import torch
 from IPython.display import Image, display
-
-warnings.filterwarnings("ignore", message="IProgress not found")  # text progress bars are fine
 
 import svg_pyro
 from svg_pyro.data.smmnist import StochasticMovingMNIST, velocity_table

@@ -102,3 +102,17 @@ def test_the_layer_check_sees_an_import_inside_a_function(tmp_path):
     found = imports(source, "svg_pyro.data.probe", set(modules()))
     assert found == {"svg_pyro.training.train"}
     assert layer("svg_pyro.training.train") > layer("svg_pyro.data.probe")
+
+
+def test_modules_and_functions_stay_short_or_say_why():
+    """No module over 350 lines; a function over 60 lines says in its docstring why it is long."""
+    long_modules, long_functions = [], []
+    for name, path in modules().items():
+        source = path.read_text()
+        if len(source.splitlines()) > 350:
+            long_modules.append(name)
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                if "Longer than 60 lines" not in (ast.get_docstring(node) or ""):
+                    long_functions.append(f"{name}.{node.name}")
+    assert long_modules == [] and long_functions == []

@@ -84,6 +84,8 @@ def test_steps_are_parsed_and_bad_requests_are_refused():
     for bad in ("0-4,15", "a-b", "", "-1"):
         with pytest.raises(InvalidInput, match="--observe"):
             parse_steps(bad, 15)
+    with pytest.raises(InvalidInput, match="lower --particles"):
+        condition(_tiny(), torch.zeros(1, 5, 1, 64, 64), 2, [0, 1, 4], 5, 2, particles=10**6)
     det = _tiny(model="det")
     with pytest.raises(InvalidInput, match="deterministic"):
         condition(det, torch.zeros(1, 5, 1, 64, 64), 2, [0, 1, 4], 5, 2)

@@ -11,7 +11,8 @@ from skimage.metrics import structural_similarity
 from svg_pyro.cli import run_subcommand
 from svg_pyro.config import preset
 from svg_pyro.data.datasets import make_datasets, stack_videos
-from svg_pyro.evaluation.evaluate import best_of_n, interval, markdown_table, summarize, summarize_results
+from svg_pyro.evaluation.metrics import interval
+from svg_pyro.evaluation.summary import best_of_n, markdown_table, summarize, summarize_results
 from svg_pyro.inference.sampling import chunk_plan, generate, predict, sample_chunks, video_groups
 from svg_pyro.models.build import build_model
 from svg_pyro.models.priors import fixed_prior, learned_prior_of, swap_prior

@@ -54,10 +54,30 @@ PROBE = ("import svg_pyro.models, svg_pyro.guides, models.lstm\n"
          "print(svg_pyro.models.__file__)\n")
 
 
-def test_a_foreign_models_package_stays_importable_beside_the_installed_wheel(wheel, tmp_path):
-    foreign, site = _foreign_models(tmp_path), tmp_path / "site"
+@pytest.fixture(scope="module")
+def site(wheel, tmp_path_factory):
+    """The wheel installed into a folder of its own (put on PYTHONPATH: it shadows the checkout)."""
+    site = tmp_path_factory.mktemp("site")
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
                     str(wheel)], check=True)
+    return site
+
+
+def test_the_installed_wheel_loads_shipped_models_by_short_name_from_the_documented_folder(site, tmp_path):
+    """A wheel holds no checkpoints/: short names resolve in $SVG_PYRO_CHECKPOINTS, and without it
+    the error says to set it."""
+    code = "import svg_pyro; m = svg_pyro.load('smmnist-1digit-det'); print(svg_pyro.__file__); print(m.path)"
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         env={**env, "SVG_PYRO_CHECKPOINTS": str(ROOT / "checkpoints")})
+    package, path = run.stdout.split()
+    assert package.startswith(str(site)) and path == str(ROOT / "checkpoints" / "smmnist-1digit-det.pt")
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert run.returncode != 0 and "set SVG_PYRO_CHECKPOINTS" in run.stderr
+
+
+def test_a_foreign_models_package_stays_importable_beside_the_installed_wheel(site, tmp_path):
+    foreign = _foreign_models(tmp_path)
     out = subprocess.run([sys.executable, "-c", PROBE], cwd=foreign, check=True, capture_output=True, text=True,
                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}).stdout
     assert out.startswith(str(site))  # ours came from the wheel, not from the checkout

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import typing
 from pathlib import Path
@@ -15,7 +16,9 @@ from svg_pyro.config import DEFAULT_PRESET, PRESETS
 from svg_pyro.data.folder import prepare_folder
 from svg_pyro.data.prepare import prepare_bair, prepare_kth
 from svg_pyro.evaluation.conditioning import run_condition
-from svg_pyro.evaluation.evaluate import BN_MODES, bounds_table, evaluate, markdown_table, motion_table
+from svg_pyro.evaluation.evaluate import evaluate
+from svg_pyro.evaluation.options import EvaluationOptions
+from svg_pyro.evaluation.summary import bounds_table, markdown_table, motion_table
 from svg_pyro.evaluation.kl_curves import PROBED, compare_runs
 from svg_pyro.evaluation.score import score
 from svg_pyro.evaluation.trajectory import STUDY_STEPS, run_studies
@@ -56,34 +59,14 @@ def _train(args) -> int:
 
 
 def _evaluate_options(p: argparse.ArgumentParser) -> None:
-    default = library_defaults(evaluate)
-
     p.add_argument("--checkpoint", required=True, help="checkpoint.pt of the model to evaluate, or a shipped model's short name")
     p.add_argument("--out", help="output directory (default: runs/evaluate-NAME, NAME the checkpoint's "
                                  "short name or its run directory's name)")
-    p.add_argument("--samples", type=int, default=default["samples"], help="futures drawn per test video")
-    p.add_argument("--videos", type=int, default=default["videos"], help="test videos (the first ones of the test set)")
-    p.add_argument("--n-past", type=int, help="conditioning frames (default: the checkpoint's n_past)")
-    p.add_argument("--horizon", type=int, help="predicted frames (default: 25 SM-MNIST, 30 KTH, 28 BAIR)")
-    p.add_argument("--prior", choices=("learned", "fixed"), default=default["prior"],
-                   help="learned: the checkpoint's own prior; fixed: swap in N(0, I) at sampling time")
-    p.add_argument("--prior-checkpoint", help="sample under the learned prior of this SVG-LP checkpoint")
-    p.add_argument("--det-checkpoint", help="checkpoint of the deterministic baseline")
-    device_option(p, default["device"])
-    p.add_argument("--bn", choices=BN_MODES, default=default["bn"],
-                   help="BatchNorm at sampling time: eval = running statistics, train = batch statistics")
-    p.add_argument("--batch", type=int, default=default["max_batch"], help="(sample, video) rows per forward pass")
-    p.add_argument("--seed", type=int, default=default["seed"])
-    p.add_argument("--window", type=int, nargs=2, metavar=("FIRST", "LAST"),
-                   help="also report best-of-N averaged over these frame indices (e.g. 10 20)")
-    p.add_argument("--data-root", help="prepared KTH/BAIR store, if it moved since training")
-    p.add_argument("--mnist-root", help="MNIST IDX files, if they moved since training")
-    p.add_argument("--bound-particles", type=int, nargs="+", default=list(default["bound_particles"]), metavar="K",
-                   help="also the held-out ELBO and importance-weighted bounds on log p(x) with K latent "
-                        "paths each (e.g. 1 10 100; nats per frame; svg_pyro.evaluation.bounds)")
-    p.add_argument("--motion-videos", type=int, default=default["motion_videos"], metavar="N",
-                   help="SM-MNIST: also find the digits in 5 futures of the first N test videos, free-running and "
-                        "teacher-forced one-step (svg_pyro.evaluation.motion; 0 = off)")
+    for f in dataclasses.fields(EvaluationOptions):  # one flag per setting, as the library declares it
+        settings = {k: v for k, v in f.metadata.items() if k != "flag"}
+        flag = f.metadata.get("flag", f"--{f.name.replace('_', '-')}")
+        p.add_argument(flag, dest=f.name, default=list(f.default) if isinstance(f.default, tuple) else f.default,
+                       **settings)
     progress_option(p)
 
 
@@ -91,14 +74,8 @@ def _evaluate(args) -> int:
     if args.out is None:
         given = Path(args.checkpoint)
         args.out = Path("runs") / f"evaluate-{given.parent.name if given.name == 'checkpoint.pt' else given.stem}"
-    metrics = evaluate(args.checkpoint, args.out, samples=args.samples, videos=args.videos,
-                       n_past=args.n_past, horizon=args.horizon, prior=args.prior,
-                       prior_checkpoint=args.prior_checkpoint, det_checkpoint=args.det_checkpoint,
-                       device=args.device, bn=args.bn, max_batch=args.batch, seed=args.seed,
-                       data_root=args.data_root, mnist_root=args.mnist_root,
-                       window=None if args.window is None else tuple(args.window),
-                       bound_particles=tuple(args.bound_particles), motion_videos=args.motion_videos,
-                       progress=show_progress(args))
+    options = EvaluationOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvaluationOptions)})
+    metrics = evaluate(args.checkpoint, args.out, options, progress=show_progress(args))
     print(markdown_table(metrics), end="")
     print(bounds_table(metrics), end="")
     print(motion_table(metrics), end="")

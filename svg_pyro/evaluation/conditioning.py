@@ -74,6 +74,19 @@ def _per_step(values: np.ndarray) -> list[float | None]:
             for column in values.T]
 
 
+EXACT = ("per step s = 1..T-1 (the move from frame s-1 to s): W1 (px) and TV between the samples' displacements "
+         "and the exact posterior given the observed frames, mean over videos; *_after_wall: over the unobserved "
+         "steps after the first one the conditioning frames leave uncertain")
+
+
+def _against_exact(found: np.ndarray, truth: np.ndarray, observe: list[int], table, config) -> dict:
+    """condition.json's per-step W1 and TV to the exact posterior, and their means after the wall."""
+    distances = exact_distances(found, truth, observe, table, config.image_size, config.n_past)
+    return {"w1": _per_step(distances["w1"]), "tv": _per_step(distances["tv"]),
+            "w1_after_wall": _summary(distances["w1"], distances["after_wall"]),
+            "tv_after_wall": _summary(distances["tv"], distances["after_wall"])}
+
+
 def _summary(values: np.ndarray, mask: np.ndarray) -> float | None:
     return round(float(values[mask].mean()), 4) if mask.any() else None
 
@@ -126,17 +139,9 @@ def run_condition(checkpoint, out, observe: str = "0-4,14", frames: int = 15, vi
               "seconds_per_video": round(seconds / len(data), 2), "checkpoint": str(checkpoint), "step": step,
               "model": config.model, "seed": seed}
     if config.num_digits == 1 and not config.deterministic:
-        table = velocity_table(test)
         for name, positions in found.items():
-            distances = exact_distances(positions, truth, steps, table, config.image_size, config.n_past)
-            per_step[name]["w1"] = _per_step(distances["w1"])
-            per_step[name]["tv"] = _per_step(distances["tv"])
-            per_step[name]["w1_after_wall"] = _summary(distances["w1"], distances["after_wall"])
-            per_step[name]["tv_after_wall"] = _summary(distances["tv"], distances["after_wall"])
-        result["exact"] = ("per step s = 1..T-1 (the move from frame s-1 to s): W1 (px) and TV between the samples' "
-                           "displacements and the exact posterior given the observed frames, mean over videos; "
-                           "*_after_wall: over the unobserved steps after the first one the conditioning frames "
-                           "leave uncertain")
+            per_step[name].update(_against_exact(positions, truth, steps, velocity_table(test), config))
+        result["exact"] = EXACT
     (Path(out) / "condition.json").write_text(json.dumps(result) + "\n")
     plot_condition(Path(out) / "condition.png", data[:, :frames], conditioned.frames, unconditioned, steps,
                    config.n_past)

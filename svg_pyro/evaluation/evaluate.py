@@ -37,10 +37,11 @@ from svg_pyro.devices import resolve_device
 from svg_pyro.errors import InvalidInput
 from svg_pyro.evaluation.bounds import heldout_bounds
 from svg_pyro.evaluation.eval_plots import plot_bounds, plot_per_step, save_shown
-from svg_pyro.evaluation.metrics import (METRICS,  # noqa: F401 (interval: part of this module's API)
-                                         describe, interval)
+from svg_pyro.evaluation.metrics import METRICS, describe
 from svg_pyro.evaluation.motion import MotionProbe
-from svg_pyro.inference.sampling import BN_MODES, DEFAULT_MAX_BATCH, sample_chunks
+from svg_pyro.evaluation.options import EvaluationOptions, evaluation_options
+from svg_pyro.evaluation.summary import bounds_table, markdown_table, motion_table, summarize_results
+from svg_pyro.inference.sampling import sample_chunks
 
 
 # Published test horizons (Denton & Fergus 2018): SM-MNIST 5 -> 25, KTH 10 -> 30, BAIR 2 -> 28.
@@ -54,29 +55,6 @@ MAX_MEMORY = 64 * 2**30  # bytes of scores and sampled frames an evaluation may 
 
 # ---------------------------------------------------------------------------------------------
 # the protocol on score arrays
-
-
-def best_of_n(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """scores (samples, videos, steps) -> (index of the best sample per video, its per-step scores
-    (videos, steps)); best = highest mean over the steps (the predicted frames)."""
-    best = scores.mean(axis=2).argmax(axis=0)
-    return best, scores[best, np.arange(scores.shape[1])]
-
-
-def summarize(scores: np.ndarray, window: slice | None = None) -> dict:
-    """Best-of-N and mean-of-N summaries of one metric's scores (samples, videos, steps); with
-    ``window`` (a slice of steps), also the mean and interval of each video's average over it
-    (the best sample is still the best over all predicted steps)."""
-    out = {}
-    for name, per_step in (("best", best_of_n(scores)[1]), ("mean_of_n", scores.mean(axis=0))):
-        mean, ci = interval(per_step.mean(axis=1))
-        step_mean, step_ci = interval(per_step)
-        out[name] = {"mean": float(mean), "ci95": float(ci),
-                     "per_step": step_mean.tolist(), "per_step_ci95": step_ci.tolist()}
-        if window is not None:
-            w_mean, w_ci = interval(per_step[:, window].mean(axis=1))
-            out[name]["window"] = {"mean": float(w_mean), "ci95": float(w_ci)}
-    return out
 
 
 def frame_scores(predicted: torch.Tensor, truth: torch.Tensor) -> dict:
@@ -195,79 +173,73 @@ class Evaluation:
         return f"{self.config.model}" + ("" if own else f" under {self.prior_label}")
 
 
-def load_evaluation(checkpoint, *, samples: int = 100, videos: int = 256, n_past: int | None = None,
-                    horizon: int | None = None, prior: str = "learned", prior_checkpoint=None,
-                    device: str = "auto", bn: str = "eval", max_batch: int = DEFAULT_MAX_BATCH,
-                    data_root: str | None = None, mnist_root: str | None = None,
-                    window: tuple[int, int] | None = None, det_checkpoint=None) -> Evaluation:
-    """Check the settings and load the model, the test set, any swapped-in prior and the
-    deterministic baseline; arguments as ``evaluate``'s. Requests that cannot run (or would not fit
-    in memory) are refused here, before anything is sampled or written."""
-    if prior not in ("learned", "fixed"):
-        raise InvalidInput(f"--prior must be 'learned' or 'fixed', not {prior!r}")
-    if prior == "fixed" and prior_checkpoint is not None:
-        raise InvalidInput("give either --prior fixed or --prior-checkpoint, not both")
-    if bn not in BN_MODES:
-        raise InvalidInput(f"--bn must be one of {BN_MODES}, not {bn!r}")
-    if samples < 1 or videos < 1:
-        raise InvalidInput("--samples and --videos must be at least 1")
-    torch_device = resolve_device(device)
-    config, svg, step = _load(checkpoint, torch_device, "--checkpoint")
-    if data_root is not None and config.dataset == "smmnist":
+def load_evaluation(checkpoint, options: EvaluationOptions | None = None, **settings) -> Evaluation:
+    """Check the settings (``EvaluationOptions``, or keywords) and load the model, the test set, any
+    swapped-in prior and the deterministic baseline. Requests that cannot run (or would not fit in
+    memory) are refused here, before anything is sampled or written."""
+    o = evaluation_options(options, **settings)
+    device = resolve_device(o.device)
+    config, svg, step = _load(checkpoint, device, "--checkpoint")
+    config, n_past, horizon = _data_settings(config, o)
+    _, test_set = make_datasets(config, split_lengths=(config.frames_per_video, n_past + horizon))
+    if o.videos > len(test_set):
+        raise InvalidInput(f"--videos {o.videos} asks for more test videos than the {config.dataset} test "
+                           f"set holds ({len(test_set)})")
+    prior, prior_label = ("fixed", "fixed N(0, I)") if o.prior == "fixed" else (None, "own")
+    samples = o.samples
+    if svg.prior is None:
+        if o.prior == "fixed" or o.prior_checkpoint is not None:
+            raise InvalidInput("the checkpoint is the deterministic model (no z): it has no prior to swap")
+        samples, prior_label = 1, "none (deterministic)"
+    if o.prior_checkpoint is not None:
+        other_config, other, _ = _load(o.prior_checkpoint, device, "--prior-checkpoint")
+        check_same_data(config, other_config, o.prior_checkpoint, "--prior-checkpoint")
+        if other_config.model != "svg-lp" or other_config.z_dim != config.z_dim:
+            raise InvalidInput(f"--prior-checkpoint must be an SVG-LP model with z_dim {config.z_dim}; "
+                               f"{o.prior_checkpoint} is {other_config.model} with z_dim {other_config.z_dim}")
+        prior, prior_label = other, f"learned prior of {o.prior_checkpoint}"
+    det = None
+    if o.det_checkpoint is not None:
+        det_config, det, _ = _load(o.det_checkpoint, device, "--det-checkpoint")
+        if det_config.model != "det":
+            raise InvalidInput(f"--det-checkpoint must be a deterministic model (model 'det'); "
+                               f"{o.det_checkpoint} is {det_config.model}")
+        check_same_data(config, det_config, o.det_checkpoint, "--det-checkpoint")
+    return Evaluation(checkpoint=checkpoint, config=config, svg=svg, step=step, device=device, test_set=test_set,
+                      samples=samples, videos=o.videos, n_past=n_past, horizon=horizon, prior=prior,
+                      prior_label=prior_label, bn=o.bn, max_batch=o.max_batch, window=o.window, det=det)
+
+
+def _data_settings(config, o: EvaluationOptions):
+    """(config with the data roots given, n_past, horizon), checked against the model's data and
+    against the memory the scores and one chunk of sampled frames would take."""
+    if o.data_root is not None and config.dataset == "smmnist":
         raise InvalidInput("--data-root is for prepared KTH/BAIR stores; SM-MNIST is generated (its digits "
                            "come from --mnist-root, if they moved)")
-    if mnist_root is not None and config.dataset != "smmnist":
+    if o.mnist_root is not None and config.dataset != "smmnist":
         raise InvalidInput(f"--mnist-root is for SM-MNIST models; this one was trained on {config.dataset} "
                            "(point to its store with --data-root)")
-    if data_root is not None or mnist_root is not None:
-        config = dataclasses.replace(config, data_root=data_root or config.data_root,
-                                     mnist_root=mnist_root or config.mnist_root)
-    if n_past is not None and n_past != config.n_past:
-        warnings.warn(f"--n-past {n_past} differs from the {config.n_past} conditioning frames the model was "
-                      "trained with; its recurrence and skips never saw that split", stacklevel=2)
-    n_past = config.n_past if n_past is None else n_past
-    horizon = DEFAULT_HORIZON[config.dataset] if horizon is None else horizon
+    if o.data_root is not None or o.mnist_root is not None:
+        config = dataclasses.replace(config, data_root=o.data_root or config.data_root,
+                                     mnist_root=o.mnist_root or config.mnist_root)
+    if o.n_past is not None and o.n_past != config.n_past:
+        warnings.warn(f"--n-past {o.n_past} differs from the {config.n_past} conditioning frames the model was "
+                      "trained with; its recurrence and skips never saw that split", stacklevel=3)
+    n_past = config.n_past if o.n_past is None else o.n_past
+    horizon = DEFAULT_HORIZON[config.dataset] if o.horizon is None else o.horizon
     if n_past < 2 or horizon < 1:
         raise InvalidInput(f"--n-past ({n_past}) must be at least 2 and --horizon ({horizon}) at least 1")
     n_frames = n_past + horizon
-    if window is not None and not n_past <= window[0] <= window[1] < n_frames:
-        raise InvalidInput(f"--window {window[0]} {window[1]} must lie within the predicted frames "
+    if o.window is not None and not n_past <= o.window[0] <= o.window[1] < n_frames:
+        raise InvalidInput(f"--window {o.window[0]} {o.window[1]} must lie within the predicted frames "
                            f"{n_past}..{n_frames - 1}; lower it or raise --horizon")
-    # what the score arrays and one chunk of sampled frames hold, refused before allocating
-    need = 4 * (len(METRICS) * samples * videos * horizon
-                + max_batch * n_frames * config.channels * config.image_size**2)
+    need = 4 * (len(METRICS) * o.samples * o.videos * horizon
+                + o.max_batch * n_frames * config.channels * config.image_size**2)
     if need > MAX_MEMORY:
-        raise InvalidInput(f"{samples} samples of {videos} videos over {horizon} frames (--batch {max_batch}) "
+        raise InvalidInput(f"{o.samples} samples of {o.videos} videos over {horizon} frames (--batch {o.max_batch}) "
                            f"need about {need / 2**30:,.0f} GiB of memory; lower --horizon, --samples, "
                            "--videos or --batch")
-    _, test_set = make_datasets(config, split_lengths=(config.frames_per_video, n_frames))
-    if videos > len(test_set):
-        raise InvalidInput(f"--videos {videos} asks for more test videos than the {config.dataset} test "
-                           f"set holds ({len(test_set)})")
-
-    prior_arg, prior_label = ("fixed", "fixed N(0, I)") if prior == "fixed" else (None, "own")
-    if svg.prior is None:
-        if prior == "fixed" or prior_checkpoint is not None:
-            raise InvalidInput("the checkpoint is the deterministic model (no z): it has no prior to swap")
-        samples, prior_label = 1, "none (deterministic)"
-    if prior_checkpoint is not None:
-        other_config, other, _ = _load(prior_checkpoint, torch_device, "--prior-checkpoint")
-        check_same_data(config, other_config, prior_checkpoint, "--prior-checkpoint")
-        if other_config.model != "svg-lp" or other_config.z_dim != config.z_dim:
-            raise InvalidInput(f"--prior-checkpoint must be an SVG-LP model with z_dim {config.z_dim}; "
-                               f"{prior_checkpoint} is {other_config.model} with z_dim {other_config.z_dim}")
-        prior_arg, prior_label = other, f"learned prior of {prior_checkpoint}"
-    det = None
-    if det_checkpoint is not None:
-        det_config, det, _ = _load(det_checkpoint, torch_device, "--det-checkpoint")
-        if det_config.model != "det":
-            raise InvalidInput(f"--det-checkpoint must be a deterministic model (model 'det'); "
-                               f"{det_checkpoint} is {det_config.model}")
-        check_same_data(config, det_config, det_checkpoint, "--det-checkpoint")
-    return Evaluation(checkpoint=checkpoint, config=config, svg=svg, step=step,
-                      device=torch_device, test_set=test_set, samples=samples, videos=videos,
-                      n_past=n_past, horizon=horizon, prior=prior_arg, prior_label=prior_label, bn=bn,
-                      max_batch=max_batch, window=window, det=det)
+    return config, n_past, horizon
 
 
 def score_all(ev: Evaluation, progress: bool = True):
@@ -291,14 +263,6 @@ def score_all(ev: Evaluation, progress: bool = True):
     scores["copy_last_frame"] = {k: v[None] for k, v in frame_scores(last, truth[:, ev.n_past:]).items()}
     labels["copy_last_frame"] = "copy last frame"
     return scores, labels, shown
-
-
-def summarize_results(scores: dict, labels: dict, window_steps: slice | None = None) -> dict:
-    """metrics.json's "results": per result key, its label, its number of samples and, per metric,
-    the best-of-N and mean-of-N summaries (``summarize``)."""
-    return {key: {"label": labels[key], "samples": int(next(iter(s.values())).shape[0]),
-                  **{name: summarize(values, window_steps) for name, values in s.items()}}
-            for key, s in scores.items()}
 
 
 def build_metrics(ev: Evaluation, results: dict, *, seed: int, det_checkpoint=None, seconds: float) -> dict:
@@ -338,36 +302,24 @@ def write_outputs(out, metrics: dict, shown: list[Shown]) -> None:
                f"{p['step']}: truth, best-SSIM of {p['samples']} and random samples")
 
 
-def evaluate(checkpoint, out, *, samples: int = 100, videos: int = 256, n_past: int | None = None,
-             horizon: int | None = None, prior: str = "learned", prior_checkpoint=None,
-             det_checkpoint=None, device: str = "auto", bn: str = "eval",
-             max_batch: int = DEFAULT_MAX_BATCH, seed: int = 0, data_root: str | None = None,
-             mnist_root: str | None = None, window: tuple[int, int] | None = None,
-             bound_particles: tuple[int, ...] = (), motion_videos: int = 64, progress: bool = True) -> dict:
+def evaluate(checkpoint, out, options: EvaluationOptions | None = None, *, progress: bool = True,
+             **settings) -> dict:
     """Run the protocol (module doc) and write its outputs to ``out``; returns metrics.json's dict.
-    ``window`` = (first, last) frame index: also summarise each video's scores over those frames.
+    The settings (``svg_pyro.evaluation.options.EvaluationOptions``, or the same names as keywords):
+    ``window`` = (first, last) frame index: also summarise each video's scores over those frames;
     ``bound_particles`` = (K, ...): also the held-out ELBO and the importance-weighted bounds with
-    these K (``svg_pyro.evaluation.bounds``) of the model and the deterministic baseline, under "bound".
+    these K (``svg_pyro.evaluation.bounds``) of the model and the deterministic baseline, under "bound";
     ``motion_videos``: test videos of the motion probe (SM-MNIST, the model's own prior; 0 = off)."""
-    if bound_particles and (prior != "learned" or prior_checkpoint is not None):
-        raise InvalidInput("--bound-particles scores a model under its own prior; drop --prior fixed / "
-                           "--prior-checkpoint, or --bound-particles")
-    if motion_videos < 0:
-        raise InvalidInput(f"--motion-videos must be >= 0, not {motion_videos}")
-    if any(k < 1 for k in bound_particles):
-        raise InvalidInput(f"--bound-particles must be at least 1, not {min(bound_particles)}")
-    ev = load_evaluation(checkpoint, samples=samples, videos=videos, n_past=n_past, horizon=horizon,
-                         prior=prior, prior_checkpoint=prior_checkpoint, device=device, bn=bn,
-                         max_batch=max_batch, data_root=data_root, mnist_root=mnist_root, window=window,
-                         det_checkpoint=det_checkpoint)
+    o = evaluation_options(options, **settings)
+    ev = load_evaluation(checkpoint, o)
     Path(out).mkdir(parents=True, exist_ok=True)  # before sampling: an unusable --out fails at once
-    pyro.set_rng_seed(seed)
+    pyro.set_rng_seed(o.seed)
     started = time.perf_counter()
     scores, labels, shown = score_all(ev, progress)
     results = summarize_results(scores, labels, ev.window_steps)
-    if bound_particles:
+    if o.bound_particles:
 
-        common = dict(test_set=ev.test_set, videos=ev.videos, n_past=ev.n_past, particles=tuple(bound_particles),
+        common = dict(test_set=ev.test_set, videos=ev.videos, n_past=ev.n_past, particles=o.bound_particles,
                       max_batch=ev.max_batch, progress=progress)
 
         def timed_bounds(svg, desc):  # the bounds' own cost, reported beside them
@@ -377,82 +329,13 @@ def evaluate(checkpoint, out, *, samples: int = 100, videos: int = 256, n_past: 
         results["svg"]["bound"] = timed_bounds(ev.svg, f"bounds {ev.label}")
         if ev.det is not None:
             results["deterministic"]["bound"] = timed_bounds(ev.det, "bounds det")
-    if motion_videos and ev.config.dataset == "smmnist" and ev.config.num_digits in (1, 2) and ev.prior is None:
+    if o.motion_videos and ev.config.dataset == "smmnist" and ev.config.num_digits in (1, 2) and ev.prior is None:
 
-        probe = MotionProbe(ev.test_set, ev.n_past, min(motion_videos, ev.videos))
+        probe = MotionProbe(ev.test_set, ev.n_past, min(o.motion_videos, ev.videos))
         results["svg"]["motion"] = probe(ev.svg)
         if ev.det is not None:
             results["deterministic"]["motion"] = probe(ev.det)
-    metrics = build_metrics(ev, results, seed=seed, det_checkpoint=det_checkpoint,
+    metrics = build_metrics(ev, results, seed=o.seed, det_checkpoint=o.det_checkpoint,
                             seconds=time.perf_counter() - started)
     write_outputs(out, metrics, shown)
     return metrics
-
-
-def bounds_table(metrics: dict) -> str:
-    """The held-out bounds of metrics.json (where asked for) in Markdown: nats per predicted frame."""
-    bounded = {r["label"]: r["bound"] for r in metrics["results"].values() if "bound" in r}
-    if not bounded:
-        return ""
-    first = next(iter(bounded.values()))
-    ks = list(first["iwae"])
-    lines = [f"Held-out bounds on log p(x_2..x_T | x_1), nats per frame ({first['frames']} frames, "
-             f"{first['videos']} videos; mean +- 95% interval)", "",
-             "| model | ELBO | " + " | ".join(f"IWAE K={k}" for k in ks) + " | seconds |",
-             "| --- | --- |" + " --- |" * len(ks) + " --- |"]
-    for label, b in bounded.items():
-        cells = [b["elbo"]] + [b["iwae"][k] for k in ks]
-        lines.append(f"| {label} | " + " | ".join(f"{c['per_frame']:.2f} +- {c['ci95_per_frame']:.2f}"
-                                                   for c in cells) + f" | {b.get('seconds', '')} |")
-    return "\n".join(lines) + "\n"
-
-
-def motion_table(metrics: dict) -> str:
-    """The motion probe's scores (where it ran) in Markdown: per predicted step, the displacement
-    error free-running and teacher-forced one-step, and the certain-step and position errors."""
-    probed = {r["label"]: r["motion"] for r in metrics["results"].values() if "motion" in r}
-    if not probed:
-        return ""
-    steps = len(next(iter(probed.values()))["displacement_error_t"])
-    lines = ["Motion probe (pixels; digits found in 5 samples per video): displacement error per predicted step, "
-             "free-running / one-step from the true previous frames", "",
-             "| model | certain-step error | position error best / mean | "
-             + " | ".join(f"step {i}" for i in range(1, steps + 1)) + " |", "| --- " * (3 + steps) + "|"]
-    for label, m in probed.items():
-        certain = m["certain_displacement_error"]
-        cells = [f"{a:.2f} / {b:.2f}" for a, b in zip(m["displacement_error_t"], m["one_step_displacement_error_t"])]
-        lines.append(f"| {label} | {'-' if certain is None else f'{certain:.2f}'} | {m['position_error_best']:.2f} / "
-                     f"{m['position_error_mean']:.2f} | " + " | ".join(cells) + " |")
-    m = next(iter(probed.values()))
-    copy = m["copy_last_certain_displacement_error"]
-    lines.append(f"| copy last frame | {'-' if copy is None else f'{copy:.2f}'} | {m['copy_last_position_error']:.2f} | "
-                 + " | ".join("" for _ in range(steps)) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def markdown_table(metrics: dict) -> str:
-    p = metrics["protocol"]
-    lines = [f"{p['dataset']}, {p['videos']} test videos, {p['n_past']} given -> {p['horizon']} predicted, "
-             f"{p['samples']} samples per video (mean over videos +- 95% interval)", "",
-             "| model | SSIM best | SSIM mean-of-N | PSNR best | PSNR mean-of-N |",
-             "| --- | --- | --- | --- | --- |"]
-    window = p.get("window")
-    if window:
-        lines[-2] = lines[-2] + f" SSIM best, frames {window[0]}-{window[1]} | PSNR best, frames {window[0]}-{window[1]} |"
-        lines[-1] = lines[-1] + " --- | --- |"
-
-    def cell(summary, metric):
-        digits = 4 if metric == "ssim" else 2
-        return f"{summary['mean']:.{digits}f} +- {summary['ci95']:.{digits}f}"
-
-    for r in metrics["results"].values():
-        cells = [cell(r[m][k], m) for m in ("ssim", "psnr") for k in ("best", "mean_of_n")]
-        if window:
-            cells += [cell(r[m]["best"]["window"], m) for m in ("ssim", "psnr")]
-        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------
-# command line
-

@@ -39,6 +39,10 @@ from svg_pyro.models.sites import latent_site
 from svg_pyro.models.svg import Carry, check_video_shape
 
 
+MAX_MEMORY = 16 * 2**30  # bytes a video's particles may take
+FRAME_COPIES = 4  # the particles' frames, their resampled copy and the networks' activations, roughly
+
+
 @dataclass
 class Conditioned:
     frames: torch.Tensor  # (samples, B, n_frames, C, H, W): the given frames 0..n_past-1, then predicted means
@@ -214,6 +218,10 @@ def condition(svg, videos: torch.Tensor, n_past: int, observe, n_frames: int, sa
                            "frames needs that many")
     if samples < 1 or particles < 1 or not 0 < temperature <= 1:
         raise InvalidInput("samples and particles must be at least 1 and the temperature in (0, 1]")
+    need = 4 * particles * n_frames * int(np.prod(svg.frame_shape)) * FRAME_COPIES
+    if need > MAX_MEMORY:
+        raise InvalidInput(f"{particles} particles of {n_frames} frames need about {need / 2**30:,.0f} GiB; "
+                           f"lower --particles (all of a video's particles are held at once)")
     later = [t for t in observe if t >= n_past]
     frames, ess = [], []
     svg.eval()

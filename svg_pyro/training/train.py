@@ -142,27 +142,58 @@ def _diverged(done: int, out: Path, ckpt_path: Path):
                            "was made from the bad step. Resume with a lower --lr, or check the data for corrupt frames.")
 
 
+def _build(config: Config, world: World, state, out: Path, ckpt_path: Path):
+    """(svg, objective, optimizer, first step): the SVG module on this rank's device, the ELBO as a
+    module, Adam on its named parameters (Pyro's param store is not used), a checkpoint restored."""
+    pyro.set_rng_seed(config.seed)
+    svg = build_model(config)
+    if world.rank > 0:
+        torch.manual_seed(rank_seed(config.seed, world.rank))  # its own latent noise
+    svg.to(world.device).train()
+    if config.compile:
+        compile_networks(svg)
+    objective = training_objective(svg, config.elbo, config.num_particles)
+    optimizer = torch.optim.Adam(objective.named_parameters(), lr=config.lr, betas=(0.9, 0.999))
+    start = 0 if state is None else _restore(state, svg, optimizer, config, world, out, ckpt_path)
+    return svg, objective, optimizer, start
+
+
+def _row(config: Config, world: World, objective, part: slice, done: int, loss, lr: float) -> dict:
+    """A metrics.jsonl row of the last step: its loss and reference-unit terms over all ranks."""
+    terms = loss_terms(objective.model.trace, objective.guide.trace)
+    terms = _global_terms(world, terms, part.stop - part.start, config.batch_size)
+    return {"step": done, "loss": loss.item() / config.batch_size, "mse": terms["mse"], "kl": terms["kl"],
+            "kl_per_step": kl_per_step(terms), "kl_t": terms["kl_t"],
+            "reference_loss": reference_loss(terms, config.beta), "lr": lr}
+
+
+def _checkpoint_or_stop(config: Config, world: World, stop: GracefulStop, done: int, svg, optimizer,
+                        ckpt_path: Path) -> bool:
+    """Write the checkpoint at its interval, at the end, and when a signal asks to stop; True when
+    the run stops here (on every rank at the same step: the flag is summed over ranks)."""
+    stopping = stop.signum is not None
+    if world.distributed:
+        stopping = world.sum(torch.tensor(float(stopping), device=world.device)).item() > 0
+    if stopping or done % config.checkpoint_every == 0 or done == config.steps:
+        rngs = world.gather(rng_state())
+        if world.is_main:
+            save_checkpoint(ckpt_path, config, done, svg, optimizer.state_dict(), rngs)
+    return stopping
+
+
 def _train_loop(config: Config, out: Path, progress: bool, world: World, state, ckpt_path: Path,
                 stop: GracefulStop, datasets) -> list[dict]:
+    """The steps of a run: batch, SVI step, logged row (with the motion probe at sample intervals),
+    checkpoint or stop, sample grid. Longer than 60 lines on purpose: the parts are helpers and what
+    is left is their order around state they share (the log, the progress bar, the clocks)."""
     device = world.device
     train_set, test_set = datasets
     if world.is_main:  # the directory exists: rank 0 created it when it took the lock
         with atomic_path(out / "config.json") as tmp:
             tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
-    pyro.set_rng_seed(config.seed)
-    svg = build_model(config)
-    if world.rank > 0:
-        torch.manual_seed(rank_seed(config.seed, world.rank))  # its own latent noise
-    svg.to(device).train()
-    if config.compile:
-        compile_networks(svg)
-    objective = training_objective(svg, config.elbo, config.num_particles)
+    svg, objective, optimizer, start = _build(config, world, state, out, ckpt_path)
     parallel_objective = world.wrap(objective)
-    # the parameters live on the modules (Pyro's param store is not used): the optimizer takes the
-    # objective's, by name, as for any torch module
-    optimizer = torch.optim.Adam(objective.named_parameters(), lr=config.lr, betas=(0.9, 0.999))
-    start = 0 if state is None else _restore(state, svg, optimizer, config, world, out, ckpt_path)
     test_videos = stack_videos(test_set, GRID_VIDEOS).to(device)
     # SM-MNIST knows where its digits are: at the sample intervals, score the motion of generated digits
     probe = (MotionProbe(test_set, config.n_past, config.probe_videos)
@@ -201,14 +232,9 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
                 on_main(world, lambda: _diverged(done, out, ckpt_path), errors=(TrainingDiverged, CheckpointError))
             sampling = done % config.sample_every == 0 or done == config.steps
             if done % config.log_every == 0 or sampling:
-                terms = loss_terms(objective.model.trace, objective.guide.trace)
-                terms = _global_terms(world, terms, part.stop - part.start, config.batch_size)
                 now = time.perf_counter()
-                row = {"step": done, "loss": loss.item() / config.batch_size, "mse": terms["mse"],
-                       "kl": terms["kl"], "kl_per_step": kl_per_step(terms), "kl_t": terms["kl_t"],
-                       "reference_loss": reference_loss(terms, config.beta),
-                       "lr": optimizer.param_groups[0]["lr"], "seconds": now - tick,
-                       "data_seconds": waited}
+                row = _row(config, world, objective, part, done, loss, optimizer.param_groups[0]["lr"])
+                row.update(seconds=now - tick, data_seconds=waited)
                 if probe is not None and sampling:
                     with _eager():
                         row.update(probe(svg))
@@ -223,18 +249,11 @@ def _train_loop(config: Config, out: Path, progress: bool, world: World, state, 
                     board.metrics(row)
                 bar.set_postfix(loss=f"{row['loss']:.4g}", mse=f"{row['mse']:.4f}", kl_step=f"{row['kl_per_step']:.3g}",
                                 fps=f"{frames_per_step * config.log_every / max(row['seconds'], 1e-9):.0f}")
-            stopping = stop.signum is not None
-            if world.distributed:  # every rank stops at the same step
-                stopping = world.sum(torch.tensor(float(stopping), device=device)).item() > 0
-            if stopping or done % config.checkpoint_every == 0 or done == config.steps:
-                rngs = world.gather(rng_state())
-                if world.is_main:
-                    save_checkpoint(ckpt_path, config, done, svg, optimizer.state_dict(), rngs)
-            if stopping:  # every rank stops at the same step: the flag was summed over ranks
+            if _checkpoint_or_stop(config, world, stop, done, svg, optimizer, ckpt_path):
                 bar.close()
                 signum = stop.signum or signal.SIGTERM
                 raise Stopped(signum, f"stopped by {signal.Signals(signum).name} at step {done}: checkpoint "
-                                      f"saved in {out}; continue with: python svi_train.py --out {out} --resume")
+                                      f"saved in {out}; continue with: svg-pyro train --out {out} --resume")
             if world.is_main and sampling:
                 with _eager():
                     samples = grid_samples(svg, test_videos, config.n_past)
