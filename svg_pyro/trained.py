@@ -93,16 +93,19 @@ class TrainedModel:
                         max_batch=max_batch, progress=progress)
 
     def condition(self, videos: torch.Tensor, observe, frames: int | None = None, samples: int = 10,
-                  particles: int | None = None, temperature: float = 1.0, progress: bool = False) -> Conditioned:
+                  particles: int | None = None, temperature: float = 1.0, proposal: str = "prior",
+                  progress: bool = False) -> Conditioned:
         """Futures consistent with the frames ``observe`` (indices such as ``[0, 1, 2, 3, 4, 14]``,
         the conditioning frames 0..n_past-1 among them) of each video (B, >= frames, C, H, W):
         ``.frames`` (samples, B, frames, C, H, W) and ``.ess``, the effective sample size at each
         observed step after n_past (``svg_pyro.inference.condition``: sequential Monte Carlo with
         ``particles`` paths per video, default ``samples``; ``temperature`` < 1 tempers the
-        observed frames' likelihood)."""
+        observed frames' likelihood; ``proposal="guide"`` proposes z_t from the guide on the observed
+        steps)."""
         videos = self._videos(videos)
         frames = videos.shape[1] if frames is None else frames
-        return condition(self.svg, videos, self.n_past, observe, frames, samples, particles, temperature, progress)
+        return condition(self.svg, videos, self.n_past, observe, frames, samples, particles, temperature, progress,
+                         proposal)
 
     def bounds(self, videos: torch.Tensor, particles=(1, 10)) -> dict:
         """Lower bounds on log p(x_1..x_{T-1} | x_0) of each video (every frame observed), in nats

@@ -65,6 +65,33 @@ def test_the_filter_weighs_each_particle_by_the_tempered_likelihood_of_the_obser
     assert ess[0] > particles / 2
 
 
+def test_the_guides_proposal_is_weighed_by_prior_over_guide():
+    """With ``proposal="guide"`` z_T of the observed step comes from q(z_T | x_1:T). With the
+    likelihood tempered away, the weights are then p(z_T) / q(z_T) alone: not uniform, unlike the
+    prior's proposal, and equal to the ratio computed here from the stored z_T with the model's own
+    prior network and the guide's network, run by hand over the particles' fed frames."""
+    svg = TrainedModel.load("smmnist-1digit-svg-lp").svg
+    video = StochasticMovingMNIST("test", 7, num_digits=1, num_videos=1, velocity="nonuniform")[0]
+    observe = [0, 1, 2, 3, 4, 5]  # the first step after the conditioning frames is observed
+    pyro.set_rng_seed(0)
+    smc, ess = run_filter(svg, video, 5, observe, 7, 32, temperature=1e-12, proposal="guide", resample_below=1e-6)
+    z = smc.state[("z", 5)]
+    with torch.no_grad():
+        h = svg.encoder(video[None].to(z.device))[0][0]  # (T, g): every frame 0..5 is a given one here
+        prior_state = posterior_state = None
+        for t in range(1, 5):  # after the conditioning frames, as the prefix runs them
+            _, prior_state = svg.prior(h[t - 1][None], prior_state)
+            posterior_state = svg.posterior.net(h[t][None], posterior_state)[2]
+        prior, _ = svg.prior(h[4][None], prior_state)
+        mu, sigma, _ = svg.posterior.net(h[5][None], posterior_state)
+        log_ratio = prior.log_prob(z) - pyro.distributions.Normal(mu, sigma).to_event(1).log_prob(z)
+    expected = torch.softmax(log_ratio.double(), 0)
+    got = torch.softmax(smc.state._log_weights.double(), 0)
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-6)  # never resampled (resample_below)
+    assert ess[0] == pytest.approx(float(1 / (expected**2).sum()), rel=1e-3)
+    assert ess[0] < 31.9  # p / q is not constant: the guide's proposal is weighed as one
+
+
 def test_the_kl_weight_scales_model_and_proposal_alike():
     """No frame observed after the conditioning ones: the prior proposal cancels the prior in every
     weight, also with a KL weight that scales the z sites (the draws are the model's own futures),

@@ -16,6 +16,7 @@ from svg_pyro.config import DEFAULT_PRESET, PRESETS
 from svg_pyro.data.folder import prepare_folder
 from svg_pyro.data.prepare import prepare_bair, prepare_kth
 from svg_pyro.evaluation.conditioning import run_condition
+from svg_pyro.inference.condition import PROPOSALS
 from svg_pyro.evaluation.evaluate import evaluate
 from svg_pyro.evaluation.options import EvaluationOptions
 from svg_pyro.evaluation.summary import bounds_table, markdown_table, motion_table
@@ -252,6 +253,8 @@ def _condition_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=default["temperature"],
                    help="power on the observed frames' likelihood: 1 is the model's posterior, lower flattens the "
                         "weights (a higher ESS, a broader posterior)")
+    p.add_argument("--proposal", choices=PROPOSALS, default=default["proposal"],
+                   help="where z_t is proposed on the observed steps: the learned prior, or the guide q(z_t | x_1:t)")
     p.add_argument("--out", required=True, help="directory for condition.json and condition.png")
     device_option(p, default["device"])
     p.add_argument("--seed", type=int, default=default["seed"])
@@ -260,7 +263,8 @@ def _condition_options(p: argparse.ArgumentParser) -> None:
 
 def _condition(args) -> int:
     result = run_condition(args.checkpoint, args.out, args.observe, args.frames, args.videos, args.samples,
-                           args.particles, args.temperature, args.device, args.seed, show_progress(args))
+                           args.particles, args.temperature, args.device, args.seed, show_progress(args),
+                           args.proposal)
     per_step = result["per_step"]
     if result["gap"]:
         print(f"mean position error over the unobserved frames {result['gap'][0]}-{result['gap'][-1]}: "

@@ -93,7 +93,7 @@ def _summary(values: np.ndarray, mask: np.ndarray) -> float | None:
 
 def run_condition(checkpoint, out, observe: str = "0-4,14", frames: int = 15, videos: int = 16,
                   samples: int = 100, particles: int | None = None, temperature: float = 1.0,
-                  device: str = "auto", seed: int = 0, progress: bool = True) -> dict:
+                  device: str = "auto", seed: int = 0, progress: bool = True, proposal: str = "prior") -> dict:
     """Condition ``videos`` SM-MNIST test videos of the model of ``checkpoint`` on the frames
     ``observe`` ("0-4,14"), ``frames`` long; writes ``out``/condition.json and condition.png and
     returns condition.json's dict."""
@@ -121,7 +121,8 @@ def run_condition(checkpoint, out, observe: str = "0-4,14", frames: int = 15, vi
 
     pyro.set_rng_seed(seed)
     tick = time.perf_counter()
-    conditioned = condition(svg, data, config.n_past, steps, frames, samples, particles, temperature, progress)
+    conditioned = condition(svg, data, config.n_past, steps, frames, samples, particles, temperature, progress,
+                            proposal)
     seconds = time.perf_counter() - tick
     unconditioned = generate(svg, data, config.n_past, frames, samples).cpu()
     found = {"conditioned": found_positions(conditioned.frames, templates),
@@ -133,7 +134,7 @@ def run_condition(checkpoint, out, observe: str = "0-4,14", frames: int = 15, vi
         per_step[name] = {"position_error": error.round(3).tolist(),
                           "gap_position_error": round(float(error[gap].mean()), 3) if gap else None}
     result = {"observed": steps, "frames": frames, "n_past": config.n_past, "videos": len(data), "samples": samples,
-              "particles": conditioned.particles, "temperature": temperature,
+              "particles": conditioned.particles, "temperature": temperature, "proposal": proposal,
               "ess": {str(t): round(float(conditioned.ess[:, i].mean()), 2) for i, t in enumerate(conditioned.later)},
               "ess_per_video": conditioned.ess.round(2).tolist(), "gap": gap, "per_step": per_step,
               "seconds_per_video": round(seconds / len(data), 2), "checkpoint": str(checkpoint), "step": step,
