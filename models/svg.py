@@ -110,11 +110,6 @@ class SVG(nn.Module):
     def g_dim(self) -> int:
         return self.encoder.head[0].out_channels
 
-    @property
-    def has_latent(self) -> bool:
-        """False for the deterministic baseline: no z sites, nothing for a prior swap to change."""
-        return self.prior is not None
-
     def skip_index(self, t: int, n_past: int) -> int | None:
         """Index of the frame whose skips the decoder gets at step t: the previous frame during
         conditioning, then a fixed conditioning frame (the last, or the second-last), or always the

@@ -50,7 +50,8 @@ from IPython.display import Image, display
 import svg_pyro
 from svg_pyro.data.smmnist import StochasticMovingMNIST, velocity_table
 from svg_pyro.data.smmnist_posterior import posterior_displacement_distributions
-from svg_pyro.evaluation.conditioning import found_positions, run_condition
+from svg_pyro.evaluation.conditioning import run_condition
+from svg_pyro.evaluation.motion import found_positions
 from svg_pyro.evaluation.displacements import crop, displacement_histogram, displacements, grid_radius
 
 CHECKPOINT = os.environ.get("SVG_CHECKPOINT", "smmnist-1digit-svg-lp")

@@ -12,7 +12,8 @@ from svg_pyro.cli import run_subcommand
 from svg_pyro.config import preset
 from svg_pyro.data.smmnist import StochasticMovingMNIST
 from svg_pyro.errors import InvalidInput
-from svg_pyro.evaluation.conditioning import found_positions, position_error
+from svg_pyro.evaluation.conditioning import position_error
+from svg_pyro.evaluation.motion import found_positions
 from svg_pyro.inference.condition import condition, parse_steps, run_filter
 from svg_pyro.models.build import build_model
 from svg_pyro.models.sites import frame_site, latent_site

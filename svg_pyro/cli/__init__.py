@@ -1,7 +1,8 @@
-"""The ``svg-pyro`` command: train, evaluate, trajectory, prepare, kl-curves, score, export.
+"""The ``svg-pyro`` command: train, evaluate, trajectory, prepare, kl-curves, score, condition, export.
 
-Each subcommand declares its options here and calls a library function; ``run`` holds the one rule
-that turns an expected failure into a one-line error and an exit code. The training options are made
+Each subcommand declares its options in ``cli.commands`` and calls a library function (shared
+options in ``cli.options``); ``run`` here holds the one rule that turns an expected failure into a
+one-line error and an exit code. The training options are made
 from the fields of ``Config``, so every setting has a flag and its help is the field's own.
 ``python svi_train.py`` runs its train subcommand; ``python -m svg_pyro`` is ``svg-pyro``.
 """

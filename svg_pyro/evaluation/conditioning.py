@@ -27,15 +27,10 @@ from svg_pyro.devices import resolve_device
 from svg_pyro.errors import InvalidInput
 from svg_pyro.evaluation.displacements import (displacement_histogram, displacements, embed, first_random_step,
                                                grid_radius, total_variation, wasserstein)
-from svg_pyro.evaluation.motion import digit_positions
+from svg_pyro.evaluation.motion import found_positions
 from svg_pyro.evaluation.plots import save_video_grid
 from svg_pyro.inference.condition import condition, parse_steps
 from svg_pyro.inference.sampling import generate
-
-
-def found_positions(frames: torch.Tensor, templates: list[torch.Tensor]) -> np.ndarray:
-    """Digit positions (S, B, T, D, 2) found in frames (S, B, T, 1, H, W) of videos with ``templates``."""
-    return np.stack([digit_positions(frames[:, b], templates[b]).numpy() for b in range(len(templates))], axis=1)
 
 
 def position_error(found: np.ndarray, truth: np.ndarray) -> np.ndarray:

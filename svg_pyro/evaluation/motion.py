@@ -152,6 +152,12 @@ def digit_positions(frames: torch.Tensor, templates: torch.Tensor) -> torch.Tens
     raise InvalidInput(f"digit positions are found for 1 or 2 digits per video, not {len(templates)}")
 
 
+def found_positions(frames: torch.Tensor, templates: list[torch.Tensor]) -> np.ndarray:
+    """Digit positions (S, B, T, D, 2) found in frames (S, B, T, 1, H, W) of B videos, each with its
+    ``templates`` (D, h, w)."""
+    return np.stack([digit_positions(frames[:, b], templates[b]).numpy() for b in range(len(templates))], axis=1)
+
+
 # ---------------------------------------------------------------------------------------------
 # which steps are certain
 
@@ -250,5 +256,4 @@ class MotionProbe:
 
     def _positions(self, frames: torch.Tensor) -> np.ndarray:
         """Digit positions (S, K, D, n, 2) in frames (S, K, n, 1, H, W) of the probe videos."""
-        return np.stack([digit_positions(frames[:, k], self.templates[k]).numpy()  # (S, n, D, 2)
-                         for k in range(len(self.templates))], axis=1).swapaxes(2, 3)
+        return found_positions(frames, self.templates).swapaxes(2, 3)

@@ -181,10 +181,10 @@ class _RecordingFilter(SMCFilter):
         super()._maybe_importance_resample()
 
 
-def _prefix(svg, given, particles: int):
+def _prefix(svg, given, particles: int, track_posterior: bool):
     """The recurrence after the conditioning frames, for each particle: z_t from the guide's
     posterior (its network on the frames' encodings), the model replayed on it (as generation);
-    and the guide's LSTM state after those frames."""
+    and, when ``track_posterior``, the guide's LSTM state after those frames (else None)."""
     n_past = given.n_past
     h = torch.stack(given.h[:n_past], 1)
     guide = poutine.trace(svg.posterior).get_trace(h, svg.kl_weight)
@@ -192,7 +192,8 @@ def _prefix(svg, given, particles: int):
     with poutine.block(), poutine.replay(trace=guide), pyro.plate("videos", particles, dim=-1):
         for t in range(1, n_past):
             _, carry = svg.step(given, carry, t)
-            posterior_state = svg.posterior.net(given.h[t], posterior_state)[2]
+            if track_posterior:
+                posterior_state = svg.posterior.net(given.h[t], posterior_state)[2]
     return carry, posterior_state
 
 
@@ -215,7 +216,7 @@ def run_filter(svg, video: torch.Tensor, n_past: int, observe, n_frames: int, pa
     use_guide = proposal == "guide"
     smc = _RecordingFilter(_Model(svg, given, n_frames, temperature, use_guide), _Proposal(svg, given, use_guide),
                            particles, max_plate_nesting=0, ess_threshold=resample_below, device=device)
-    smc.init(*_prefix(svg, given, particles))
+    smc.init(*_prefix(svg, given, particles, use_guide))
     smc.ess.clear()  # the conditioning steps are not weighed
     ess = []
     for t in range(n_past, n_frames):
